@@ -1,0 +1,62 @@
+"""Typed dependencies, and strict JSON body parsing shared by both surfaces."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Request
+from pydantic import BaseModel, ValidationError
+
+from claude_code_proxy.api.errors import validation_error
+from claude_code_proxy.config.settings import Settings
+from claude_code_proxy.exceptions import InvalidRequestError
+from claude_code_proxy.services.claude_client import ClaudeBackend
+from claude_code_proxy.services.model_catalog import ModelCatalog
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_backend(request: Request) -> ClaudeBackend:
+    backend: ClaudeBackend = request.app.state.backend
+    return backend
+
+
+def get_catalog(request: Request) -> ModelCatalog:
+    catalog: ModelCatalog = request.app.state.catalog
+    return catalog
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+BackendDep = Annotated[ClaudeBackend, Depends(get_backend)]
+CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    """The body as a JSON object, or a 400 that says what is wrong with it."""
+    raw = await request.body()
+    if not raw.strip():
+        raise InvalidRequestError("The request body is empty; send a JSON object.")
+    try:
+        body = json.loads(raw)
+    except UnicodeDecodeError:
+        raise InvalidRequestError("The request body is not valid UTF-8.") from None
+    except ValueError as exc:
+        raise InvalidRequestError(f"The request body is not valid JSON: {exc.args[0][:200]}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError("The request body must be a JSON object.")
+    return body
+
+
+def parse(model: type[M], body: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    except RecursionError:
+        raise InvalidRequestError("The request body is nested too deeply.") from None

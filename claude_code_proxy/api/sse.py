@@ -1,0 +1,125 @@
+"""All SSE framing, and the two ways a route runs a backend: collect or stream.
+
+Wire formats (checked against the official SDKs):
+- Anthropic: ``event: <type>`` + ``data: <json>`` per event; the event line is
+  mandatory, the Anthropic SDK skips frames without it.
+- OpenAI: ``data: <json>`` only, ending with ``data: [DONE]``.
+Separators are ``\\n`` (sse-starlette defaults to ``\\r\\n``; both SDKs accept either,
+but ``\\n`` is what the vendors send).  Keep-alive pings are SSE comments, which both
+SDKs ignore.
+
+A streaming request waits for the backend's first item before answering, so a failure
+that happens before any token (429, auth, model) gets its real HTTP status and JSON
+body instead of a 200 stream.  Both paths stop the backend (and so the CLI) as soon as
+the client disconnects.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+
+from claude_code_proxy.exceptions import ClaudeProxyError
+
+T = TypeVar("T")
+SEP = "\n"
+PING_SECONDS = 15
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def anthropic_event(name: str, data: dict[str, Any]) -> ServerSentEvent:
+    return ServerSentEvent(data=dumps(data), event=name, sep=SEP)
+
+
+def openai_data(data: dict[str, Any] | str) -> ServerSentEvent:
+    return ServerSentEvent(data=data if isinstance(data, str) else dumps(data), sep=SEP)
+
+
+def _ping() -> ServerSentEvent:
+    return ServerSentEvent(comment="ping", sep=SEP)
+
+
+def event_stream(frames: AsyncIterator[ServerSentEvent], headers: dict[str, str] | None = None) -> EventSourceResponse:
+    return EventSourceResponse(
+        frames,
+        sep=SEP,
+        ping=PING_SECONDS,
+        ping_message_factory=_ping,
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})},
+    )
+
+
+class ClientDisconnected(Exception):
+    """The client went away before the answer was ready."""
+
+
+async def until_disconnect(request: Request, work: Callable[[], Awaitable[T]]) -> T:
+    """Run ``work`` but cancel it (and so tear down the CLI) if the client disconnects."""
+    result: list[T] = []
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                scope.cancel()
+                return
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch, group.cancel_scope)
+        result.append(await work())
+        group.cancel_scope.cancel()
+    if not result:
+        raise ClientDisconnected
+    return result[0]
+
+
+async def first_item(request: Request, items: AsyncIterator[T]) -> T:
+    """The backend's first item, raising its error (or ClientDisconnected) instead."""
+    async def pull() -> T:
+        return await items.__anext__()
+
+    try:
+        return await until_disconnect(request, pull)
+    except BaseException:
+        await _close(items)
+        raise
+
+
+async def _close(items: AsyncIterator[Any]) -> None:
+    aclose = getattr(items, "aclose", None)
+    if aclose is not None:
+        with anyio.CancelScope(shield=True):
+            try:
+                await aclose()
+            except Exception:  # noqa: BLE001 - closing must not mask the original error
+                pass
+
+
+async def chain(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
+    """``first`` then the rest of ``rest``; closes ``rest`` however the stream ends."""
+    try:
+        yield first
+        async for item in rest:
+            yield item
+    finally:
+        await _close(rest)
+
+
+__all__ = [
+    "ClaudeProxyError",
+    "ClientDisconnected",
+    "anthropic_event",
+    "chain",
+    "event_stream",
+    "first_item",
+    "openai_data",
+    "until_disconnect",
+]

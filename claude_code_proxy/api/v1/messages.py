@@ -1,0 +1,64 @@
+"""Anthropic surface: ``POST /v1/messages`` (also served at ``/v1/chat/completions``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from sse_starlette import ServerSentEvent
+
+from claude_code_proxy.api.deps import BackendDep, CatalogDep, json_object, parse
+from claude_code_proxy.api.sse import anthropic_event, chain, event_stream, first_item, until_disconnect
+from claude_code_proxy.exceptions import ClaudeProxyError
+from claude_code_proxy.models.chat import ChatRequest, Completion
+from claude_code_proxy.models.requests import MessagesRequest
+from claude_code_proxy.services.claude_client import BackendItem, ClaudeBackend
+from claude_code_proxy.services.streaming import AnthropicStreamEncoder, MessageAccumulator
+from claude_code_proxy.services.translator import from_anthropic
+
+router = APIRouter()
+
+
+@router.post("/v1/messages")
+@router.post("/v1/chat/completions")
+async def create_message(request: Request, backend: BackendDep, catalog: CatalogDep) -> Response:
+    body = parse(MessagesRequest, await json_object(request))
+    chat = from_anthropic(body, catalog.resolve(body.model))
+    if body.stream:
+        return await stream_message(request, backend, chat)
+    message = await until_disconnect(request, lambda: collect_message(backend, chat))
+    return JSONResponse(message)
+
+
+async def collect_message(backend: ClaudeBackend, chat: ChatRequest) -> dict[str, Any]:
+    accumulator = MessageAccumulator(tool_names(chat))
+    items = backend.run(chat)
+    async for item in items:
+        if isinstance(item, Completion):
+            return accumulator.finish(item)
+        accumulator.feed(item)
+    raise ClaudeProxyError("The Claude Code CLI ended without an answer.")
+
+
+async def stream_message(request: Request, backend: ClaudeBackend, chat: ChatRequest) -> Response:
+    items = backend.run(chat)
+    first = await first_item(request, items)
+    return event_stream(anthropic_frames(chain(first, items), AnthropicStreamEncoder(tool_names(chat))))
+
+
+async def anthropic_frames(items: AsyncIterator[BackendItem], encoder: AnthropicStreamEncoder) -> AsyncIterator[ServerSentEvent]:
+    try:
+        async for item in items:
+            frames = encoder.finish(item) if isinstance(item, Completion) else encoder.feed(item)
+            for name, data in frames:
+                yield anthropic_event(name, data)
+    except ClaudeProxyError as error:
+        name, data = encoder.error(error)
+        yield anthropic_event(name, data)
+
+
+def tool_names(chat: ChatRequest) -> dict[str, str]:
+    """Upstream tool name -> the name the client declared."""
+    return {f"mcp__client__{tool.name}": tool.name for tool in chat.tools}

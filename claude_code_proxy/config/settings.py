@@ -1,0 +1,153 @@
+"""The one Settings class.
+
+Values come from the environment (prefix ``CLAUDE_PROXY_``), then ``.env``, then the
+defaults below, then auto-detection (the CLI path).  ``.env.example`` and
+``docs/configuration.md`` are checked against this class by the test suite.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MODELS = [
+    "claude-opus-5-5",
+    "claude-sonnet-5-5",
+    "claude-haiku-5-5",
+    "claude-sonnet-4-5",
+    "claude-haiku-4-5",
+]
+
+DEFAULT_MODEL_ALIASES = {
+    "gpt-4o": "sonnet",
+    "gpt-4o-mini": "haiku",
+    "gpt-4.1": "sonnet",
+    "gpt-4.1-mini": "haiku",
+    "gpt-4.1-nano": "haiku",
+    "gpt-4": "sonnet",
+    "gpt-4-turbo": "sonnet",
+    "gpt-3.5-turbo": "haiku",
+    "gpt-5": "opus",
+    "gpt-5-mini": "sonnet",
+    "gpt-5-nano": "haiku",
+    "o1": "opus",
+    "o3": "opus",
+    "o3-mini": "sonnet",
+    "o4-mini": "sonnet",
+}
+
+
+def _split_list(value: object) -> object:
+    """Accept a JSON list or a plain comma-separated string for list settings."""
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.startswith("["):
+            return json.loads(stripped)
+        return [item.strip() for item in stripped.split(",") if item.strip()]
+    return value
+
+
+def _split_mapping(value: object) -> object:
+    """Accept a JSON object or ``name=target,name=target`` for mapping settings."""
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.startswith("{"):
+            return json.loads(stripped)
+        pairs = [item.split("=", 1) for item in stripped.split(",") if "=" in item]
+        return {key.strip(): target.strip() for key, target in pairs}
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting of the proxy; each field's description is its one-line meaning."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CLAUDE_PROXY_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    host: str = Field("127.0.0.1", description="Address to bind; anything but loopback needs API_KEY.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
+    api_key: SecretStr | None = Field(
+        None, description="Key clients must send (Bearer or x-api-key); empty means no key."
+    )
+    cli_path: str | None = Field(
+        None, description="Claude Code CLI to run; empty means the SDK's bundled CLI, then `claude` on PATH."
+    )
+    default_model: str = Field("sonnet", description="Model used when a request names none.")
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_MODELS),
+        description="Models listed by /v1/models (comma-separated or a JSON list).",
+    )
+    model_aliases: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=lambda: dict(DEFAULT_MODEL_ALIASES),
+        description="Extra model names mapped to Claude models (name=target,... or a JSON object).",
+    )
+    request_timeout: float = Field(
+        600.0, gt=0, description="Seconds a request may take in total before it fails with 504."
+    )
+    cli_max_retries: int = Field(
+        2, ge=0, le=10, description="Retries the CLI itself makes on upstream 429/5xx (the proxy adds none)."
+    )
+    default_max_tokens: int = Field(
+        4096, ge=1, description="max_tokens used on the OpenAI surface when the client sends none."
+    )
+    max_tokens_limit: int = Field(128000, ge=1, description="Largest max_tokens a request may ask for.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level (DEBUG logs request metadata in more detail, never secrets)."
+    )
+    log_format: Literal["console", "json"] = Field(
+        "console", description="Log line format: console for people, json for machines."
+    )
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _parse_models(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("model_aliases", mode="before")
+    @classmethod
+    def _parse_aliases(cls, value: object) -> object:
+        return _split_mapping(value)
+
+    @field_validator("api_key", "cli_path", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    def resolved_cli_path(self) -> str | None:
+        """The CLI this proxy will run, or None when none can be found."""
+        if self.cli_path:
+            return self.cli_path
+        return find_cli()
+
+
+def find_cli() -> str | None:
+    """The SDK's bundled CLI first, then ``claude`` on PATH."""
+    # Located without importing it: only the Claude client service imports the SDK.
+    spec = importlib.util.find_spec("claude_agent_sdk")
+    if spec is not None and spec.origin:
+        bundled = Path(spec.origin).parent / "_bundled" / "claude"
+        if bundled.is_file():
+            return str(bundled)
+    return shutil.which("claude")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,117 @@
+"""One error hierarchy for the whole proxy.
+
+    ClaudeProxyError                      500 api_error / server_error
+    ├── InvalidRequestError               400 invalid_request_error (carries ``param``)
+    │   └── RequestTooLargeError          413 request_too_large
+    ├── AuthenticationError               401 authentication_error
+    ├── PermissionDeniedError             403 permission_error
+    ├── NotFoundError                     404 not_found_error
+    │   └── ModelNotFoundError            404 not_found_error / model_not_found
+    ├── RateLimitError                    429 rate_limit_error (carries ``retry_after``)
+    ├── UpstreamError                     502 api_error (upstream 5xx)
+    ├── OverloadedError                   529 overloaded_error (503 on the OpenAI surface)
+    ├── ServiceUnavailableError           503 service_unavailable (CLI missing, queue full...)
+    │   └── NotLoggedInError              503 with how to log in
+    └── TimeoutError_                     504 timeout_error
+
+Each class names its HTTP status and its Anthropic error type; ``api/errors.py`` renders
+them in each API's shape.  Messages are written for the user and never carry paths,
+stack traces or CLI stderr.
+"""
+
+from __future__ import annotations
+
+
+class ClaudeProxyError(Exception):
+    status_code = 500
+    error_type = "api_error"
+    openai_type = "server_error"
+    openai_code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.retry_after = retry_after
+
+
+class InvalidRequestError(ClaudeProxyError):
+    status_code = 400
+    error_type = "invalid_request_error"
+    openai_type = "invalid_request_error"
+
+
+class RequestTooLargeError(InvalidRequestError):
+    status_code = 413
+    error_type = "request_too_large"
+    openai_code = "request_too_large"
+
+
+class AuthenticationError(ClaudeProxyError):
+    status_code = 401
+    error_type = "authentication_error"
+    openai_type = "invalid_request_error"
+    openai_code = "invalid_api_key"
+
+
+class PermissionDeniedError(ClaudeProxyError):
+    status_code = 403
+    error_type = "permission_error"
+    openai_type = "permission_error"
+
+
+class NotFoundError(ClaudeProxyError):
+    status_code = 404
+    error_type = "not_found_error"
+    openai_type = "invalid_request_error"
+    openai_code = "not_found"
+
+
+class ModelNotFoundError(NotFoundError):
+    openai_code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"The model `{model}` does not exist or you do not have access to it.", param="model"
+        )
+
+
+class RateLimitError(ClaudeProxyError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    openai_type = "rate_limit_error"
+    openai_code = "rate_limit_exceeded"
+
+
+class UpstreamError(ClaudeProxyError):
+    status_code = 502
+    error_type = "api_error"
+    openai_type = "server_error"
+
+
+class OverloadedError(ClaudeProxyError):
+    status_code = 529
+    error_type = "overloaded_error"
+    openai_type = "overloaded_error"
+    openai_status_code = 503
+
+
+class ServiceUnavailableError(ClaudeProxyError):
+    status_code = 503
+    error_type = "api_error"
+    openai_type = "service_unavailable"
+
+
+class NotLoggedInError(ServiceUnavailableError):
+    openai_code = "not_logged_in"
+
+
+class TimeoutError_(ClaudeProxyError):  # noqa: N801 - avoids shadowing the builtin
+    status_code = 504
+    error_type = "timeout_error"
+    openai_type = "timeout"
+
+
+def openai_status(error: ClaudeProxyError) -> int:
+    """The status the OpenAI surface uses: 529 is not an OpenAI status, 503 is."""
+    return getattr(error, "openai_status_code", error.status_code)

@@ -1,0 +1,462 @@
+"""The Claude client service: the only module that imports ``claude_agent_sdk``.
+
+Every request gets its own CLI process configured as a plain chat backend, never an
+agent: no built-in tools, no MCP servers but the proxy's own, no user settings or
+CLAUDE.md, verbatim prompts, restricted mode, a fresh private working directory and
+temp directory (removed afterwards), no session persistence, and an allow-listed
+environment.  Nothing in a request can change these options.
+
+``run()`` yields the upstream Anthropic stream events of the one upstream message the
+client asked for, then a ``Completion``; failures are raised as ``ClaudeProxyError``.
+See docs/architecture.md and ../shared field notes for why each step is done this way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+from claude_agent_sdk import (
+    AssistantMessage,
+    ClaudeAgentOptions,
+    ClaudeSDKClient,
+    CLIConnectionError,
+    CLINotFoundError,
+    ClaudeSDKError,
+    ResultMessage,
+    StreamEvent,
+    SystemMessage,
+    UserMessage,
+)
+from claude_agent_sdk import __version__ as sdk_version
+
+from claude_code_proxy.config.settings import Settings
+from claude_code_proxy.exceptions import (
+    AuthenticationError,
+    ClaudeProxyError,
+    InvalidRequestError,
+    NotFoundError,
+    NotLoggedInError,
+    OverloadedError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServiceUnavailableError,
+    TimeoutError_,
+    UpstreamError,
+)
+from claude_code_proxy.models.chat import ChatRequest, Completion
+
+BackendItem = dict[str, Any] | Completion
+
+# Variables the CLI may inherit from the proxy's environment; every other variable is
+# blanked in the child (the SDK always merges os.environ, so blanking is how we remove).
+ENV_ALLOW = frozenset(
+    {
+        "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TERM",
+        "SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE",
+        "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+        "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR",
+        "CLAUDE_CONFIG_DIR", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN",
+        "ANTHROPIC_BASE_URL",
+    }
+)
+ENV_ALLOW_PREFIXES = ("LC_",)
+
+# Fixed for every run: quiet, no updater, no side requests, no automatic retries of a
+# refusal or a non-streaming fallback (either would duplicate text), no memory files.
+FIXED_ENV = {
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "DISABLE_TELEMETRY": "1",
+    "DISABLE_AUTOUPDATER": "1",
+    "DISABLE_ERROR_REPORTING": "1",
+    "ENABLE_TOOL_SEARCH": "false",
+    "CLAUDE_CODE_DISABLE_REFUSAL_RETRY": "1",
+    "CLAUDE_CODE_DISABLE_NONSTREAMING_FALLBACK": "1",
+    "CLAUDE_CODE_DISABLE_CLAUDE_MDS": "1",
+    "CLAUDE_CODE_DISABLE_AUTO_MEMORY": "1",
+    "CLAUDE_CODE_DISABLE_BACKGROUND_TASKS": "1",
+}
+
+# Stop reasons after which the CLI ends the run by itself; after any other (max_tokens,
+# pause_turn...) it would send continuation requests, so the proxy ends the run instead.
+_FINAL_STOPS = frozenset({"end_turn", "stop_sequence", "tool_use", "refusal"})
+
+NOT_FOUND_HELP = (
+    "The Claude Code CLI was not found. Reinstall claude-code-proxy (its SDK bundles the CLI) "
+    "or set CLAUDE_PROXY_CLI_PATH to a `claude` executable."
+)
+LOGIN_HELP = (
+    "The Claude Code CLI is not logged in. Run `claude` and use /login, or set "
+    "CLAUDE_CODE_OAUTH_TOKEN (from `claude setup-token`) or ANTHROPIC_API_KEY, then retry."
+)
+
+
+def child_env(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """The environment overrides that turn the proxy's env into the child's allow-list."""
+    blanked = {
+        key: ""
+        for key in environ
+        if key not in ENV_ALLOW and not key.startswith(ENV_ALLOW_PREFIXES)
+    }
+    return {**blanked, **FIXED_ENV}
+
+
+@dataclass
+class CliStatus:
+    found: bool
+    path: str | None
+    version: str | None = None
+    logged_in: bool | None = None
+    auth_method: str | None = None
+    subscription_type: str | None = None
+    api_key_source: str | None = None
+    checked_at: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "found": self.found,
+            "path": self.path,
+            "version": self.version,
+            "logged_in": self.logged_in,
+            "auth_method": self.auth_method,
+            "subscription_type": self.subscription_type,
+        }
+
+
+class ClaudeBackend(Protocol):
+    """What the routes need from a backend; tests may pass a scripted one."""
+
+    def run(self, request: ChatRequest) -> AsyncIterator[BackendItem]: ...
+
+    async def status(self, *, refresh: bool = False) -> CliStatus: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass
+class _RunState:
+    """Turns the SDK's message stream into upstream events, a Completion, or an error."""
+
+    forwarded: bool = False
+    message_started: bool = False
+    message_done: bool = False
+    done: bool = False
+    stop_reason: str | None = None
+    stop_sequence: str | None = None
+    model: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    error_kind: str | None = None
+    error_text: str = ""
+    retry_status: int | None = None
+    retry_delay_s: float | None = None
+    init: dict[str, Any] | None = None
+    completed: bool = False
+
+    def feed(self, message: Any) -> list[BackendItem]:
+        if isinstance(message, StreamEvent):
+            if message.parent_tool_use_id is not None:
+                return []
+            return self._event(message.event)
+        if isinstance(message, SystemMessage):
+            if message.subtype == "init":
+                self.init = message.data
+                check_isolation(message.data)
+            elif message.subtype == "api_retry":
+                if self.forwarded:
+                    # The CLI would restart the answer from the beginning: end instead.
+                    raise UpstreamError("The upstream connection failed while the answer was streaming.")
+                self.retry_status = message.data.get("error_status")
+                delay = message.data.get("retry_delay_ms")
+                self.retry_delay_s = delay / 1000 if isinstance(delay, int | float) else None
+            return []
+        if isinstance(message, AssistantMessage):
+            if message.error:
+                self.error_kind = message.error
+                self.error_text = " ".join(getattr(b, "text", "") for b in message.content)
+            return []
+        if isinstance(message, UserMessage):
+            if self.message_done:
+                self.done = True  # a continuation turn began: the answer is complete
+            return []
+        if isinstance(message, ResultMessage):
+            self.done = True
+            if message.is_error or self.error_kind:
+                raise self._error(message)
+            if not self.message_done:
+                raise UpstreamError("The Claude Code CLI ended without an answer.")
+            # The result sums every upstream call of the run; it is the answer's own
+            # usage only when the run made one call.
+            usage = normalize_usage(message.usage) if message.usage and message.num_turns <= 1 else self.usage
+            self.completed = True
+            return [Completion(self.stop_reason, self.stop_sequence, usage, message.total_cost_usd, self.model)]
+        return []
+
+    def _event(self, event: dict[str, Any]) -> list[BackendItem]:
+        kind = event.get("type")
+        if kind == "message_start":
+            if self.message_started:
+                if self.message_done:
+                    self.done = True
+                    return []
+                raise UpstreamError("The upstream connection failed while the answer was streaming.")
+            self.message_started = True
+            message = event.get("message", {})
+            self.model = message.get("model")
+            self.usage = normalize_usage(message.get("usage"))
+        elif kind == "message_delta":
+            delta = event.get("delta", {})
+            self.stop_reason = delta.get("stop_reason") or self.stop_reason
+            self.stop_sequence = delta.get("stop_sequence") or self.stop_sequence
+            usage = event.get("usage") or {}
+            self.usage.update({k: v for k, v in normalize_usage(usage).items() if k in usage})
+        elif kind == "message_stop":
+            if self.stop_reason is None:
+                raise UpstreamError("The upstream connection failed while the answer was streaming.")
+            self.message_done = True
+            if self.stop_reason not in _FINAL_STOPS:
+                self.done = True
+        elif self.message_done:
+            return []
+        elif kind in ("content_block_start", "content_block_delta"):
+            self.forwarded = True
+        return [event]
+
+    def _error(self, result: Any) -> ClaudeProxyError:
+        status = result.api_error_status or self.retry_status
+        text = (self.error_text or result.result or "").strip()
+        if status == 429 or self.error_kind == "rate_limit":
+            return RateLimitError("Rate limited by the upstream API; retry later.", retry_after=self.retry_delay_s)
+        if status == 529 or "overloaded" in text.lower():
+            return OverloadedError("The upstream API is overloaded; retry in a moment.")
+        if status == 401 or self.error_kind == "authentication_failed":
+            return AuthenticationError(
+                "Claude rejected the Claude Code CLI's credentials. " + LOGIN_HELP.split(". ", 1)[1]
+            )
+        if status == 403:
+            return PermissionDeniedError("The upstream API refused this request for these credentials.")
+        if status == 404:
+            return NotFoundError("The upstream API does not know this model.", param="model")
+        if status in (400, 413, 422) or self.error_kind == "invalid_request":
+            detail = text.removeprefix("API Error:").strip()[:500]
+            return InvalidRequestError(f"The upstream API rejected the request: {detail}")
+        if status is not None and status >= 500:
+            return UpstreamError(f"The upstream API failed ({status}).")
+        if "not logged in" in text.lower() or "/login" in text:
+            return NotLoggedInError(LOGIN_HELP)
+        return ClaudeProxyError("The Claude Code CLI failed to answer.")
+
+
+def normalize_usage(usage: dict[str, Any] | None) -> dict[str, int]:
+    usage = usage or {}
+    keys = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    return {key: int(usage.get(key) or 0) for key in keys}
+
+
+def check_isolation(init: dict[str, Any], allowed_tools: frozenset[str] = frozenset()) -> None:
+    """Fail closed if the CLI reports any tool or MCP server the proxy did not put there."""
+    tools = set(init.get("tools") or [])
+    servers = {s.get("name") if isinstance(s, dict) else s for s in init.get("mcp_servers") or []}
+    if tools - allowed_tools or servers - ({"client"} if allowed_tools else set()):
+        raise ClaudeProxyError("The Claude Code CLI started with tools the proxy did not allow; request refused.")
+
+
+async def _one(message: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    yield message
+
+
+class ClaudeClient:
+    """Runs one fresh, locked-down CLI process per request."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.cli_path = settings.resolved_cli_path()
+        self._status: CliStatus | None = None
+        self._status_lock = asyncio.Lock()
+
+    # -- options -----------------------------------------------------------
+    def options(self, request: ChatRequest, workdir: Path) -> ClaudeAgentOptions:
+        """The CLI options for one request: fixed safety options plus the request's knobs."""
+        env = child_env(os.environ)
+        env["CLAUDE_CODE_TMPDIR"] = str(workdir / "tmp")
+        env["CLAUDE_CODE_MAX_RETRIES"] = str(self.settings.cli_max_retries)
+        env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] = str(request.max_tokens)
+        extra_body: dict[str, Any] = {}
+        if request.stop_sequences:
+            extra_body["stop_sequences"] = request.stop_sequences
+        if extra_body:
+            env["CLAUDE_CODE_EXTRA_BODY"] = json.dumps(extra_body)
+        thinking: Any = {"type": "disabled"}
+        if request.thinking is None:
+            env["CLAUDE_CODE_DISABLE_THINKING"] = "1"
+        else:
+            thinking = dict(request.thinking)
+        system_prompt: Any = request.system or ""
+        if len(system_prompt.encode()) > 32 * 1024:
+            # The command line cannot carry a large prompt (E2BIG near 128 KiB): use a file.
+            path = workdir / "system-prompt.txt"
+            path.write_text(system_prompt, encoding="utf-8")
+            system_prompt = {"type": "file", "path": str(path)}
+        return ClaudeAgentOptions(
+            cli_path=self.cli_path,
+            model=request.model,
+            system_prompt=system_prompt,
+            tools=[],
+            mcp_servers={},
+            strict_mcp_config=True,
+            setting_sources=[],
+            skills=[],
+            plugins=[],
+            verbatim_prompts=True,
+            permission_mode="dontAsk",
+            include_partial_messages=True,
+            thinking=thinking,
+            cwd=str(workdir / "cwd"),
+            env=env,
+            extra_args={"no-session-persistence": None, "restricted": None},
+        )
+
+    # -- running -----------------------------------------------------------
+    async def run(self, request: ChatRequest) -> AsyncIterator[BackendItem]:
+        if not self.cli_path or not os.access(self.cli_path, os.X_OK):
+            raise ServiceUnavailableError(NOT_FOUND_HELP)
+        deadline = time.monotonic() + self.settings.request_timeout
+        workdir = Path(tempfile.mkdtemp(prefix="claude-proxy-"))
+        (workdir / "cwd").mkdir(mode=0o700)
+        (workdir / "tmp").mkdir(mode=0o700)
+        client = ClaudeSDKClient(self.options(request, workdir))
+        state = _RunState()
+        finished = False
+        try:
+            try:
+                with anyio.fail_after(max(0.0, deadline - time.monotonic())):
+                    await client.connect()
+                    messages = client.receive_messages().__aiter__()
+                    await self._seed(client, messages, request.messages[:-1])
+                    await client.query(_one(self._user(request.messages[-1], should_query=True)))
+            except TimeoutError:
+                raise TimeoutError_("The request took longer than the configured timeout.") from None
+            while not state.done:
+                try:
+                    with anyio.fail_after(max(0.0, deadline - time.monotonic())):
+                        message = await messages.__anext__()
+                except TimeoutError:
+                    raise TimeoutError_("The request took longer than the configured timeout.") from None
+                except StopAsyncIteration:
+                    raise ClaudeProxyError("The Claude Code CLI exited before it finished answering.") from None
+                items = state.feed(message)
+                for item in items:
+                    yield item
+            if not state.completed:
+                yield Completion(state.stop_reason, state.stop_sequence, state.usage, None, state.model)
+            finished = True
+        except CLINotFoundError:
+            raise ServiceUnavailableError(NOT_FOUND_HELP) from None
+        except (CLIConnectionError, ClaudeSDKError):
+            raise ClaudeProxyError("The Claude Code CLI exited before it finished answering.") from None
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._teardown(client, interrupt=not finished)
+                shutil.rmtree(workdir, ignore_errors=True)
+
+    @staticmethod
+    def _user(message: dict[str, Any], *, should_query: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": "user",
+            "message": {"role": "user", "content": message["content"]},
+            "parent_tool_use_id": None,
+        }
+        if not should_query:
+            out["uuid"] = str(uuid.uuid4())
+            out["shouldQuery"] = False
+        return out
+
+    async def _seed(self, client: ClaudeSDKClient, messages: AsyncIterator[Any], history: list[dict[str, Any]]) -> None:
+        """Write earlier turns as real history: gated user turns, then assistant turns."""
+        for turn in history:
+            if turn["role"] == "assistant":
+                await client.query(_one({
+                    "type": "assistant",
+                    "message": {"role": "assistant", "content": turn["content"]},
+                    "parent_tool_use_id": None,
+                }))
+                continue
+            message = self._user(turn, should_query=False)
+            await client.query(_one(message))
+            # Wait for the CLI's acknowledgement before writing the next item.
+            async for reply in messages:
+                if isinstance(reply, SystemMessage) and reply.subtype == "init":
+                    check_isolation(reply.data)
+                if isinstance(reply, ResultMessage):
+                    if reply.is_error:
+                        raise ClaudeProxyError("The Claude Code CLI refused the conversation history.")
+                    break
+
+    @staticmethod
+    async def _teardown(client: ClaudeSDKClient, *, interrupt: bool) -> None:
+        process = getattr(getattr(client, "_transport", None), "_process", None)
+        if interrupt and process is not None and process.returncode is None:
+            # Ending a run early: stop the CLI at once rather than letting it finish.
+            with suppress(Exception):
+                process.kill()
+        with anyio.move_on_after(6), suppress(Exception):
+            await client.disconnect()
+        if process is not None and process.returncode is None:
+            with suppress(Exception):
+                process.kill()
+            with anyio.move_on_after(2), suppress(Exception):
+                await process.wait()
+
+    # -- health --------------------------------------------------------------
+    async def status(self, *, refresh: bool = False) -> CliStatus:
+        """CLI path, version and login state; cached, since each probe spawns the CLI."""
+        async with self._status_lock:
+            fresh = self._status and time.monotonic() - self._status.checked_at < 300
+            if self._status is not None and fresh and not refresh:
+                return self._status
+            self._status = await self._probe()
+            return self._status
+
+    async def _probe(self) -> CliStatus:
+        path = self.cli_path
+        if not path or not os.access(path, os.X_OK):
+            return CliStatus(found=False, path=path, checked_at=time.monotonic())
+        env = {**os.environ, **child_env(os.environ)}
+        status = CliStatus(found=True, path=path, checked_at=time.monotonic())
+        code, out = await _capture([path, "--version"], env)
+        if code == 0:
+            status.version = out.strip().split(" ", 1)[0]
+        code, out = await _capture([path, "auth", "status"], env)
+        with suppress(ValueError):
+            info = json.loads(out)
+            status.logged_in = bool(info.get("loggedIn"))
+            status.auth_method = info.get("authMethod")
+            status.subscription_type = info.get("subscriptionType")
+            status.api_key_source = info.get("apiKeySource")
+        return status
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def _capture(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run a short CLI command with no stdin; (exit code, stdout) or (-1, "")."""
+    try:
+        with anyio.fail_after(15):
+            result = await anyio.run_process(argv, env=env, check=False, stdin=None, cwd=tempfile.gettempdir())
+    except (OSError, TimeoutError):
+        return -1, ""
+    return result.returncode, result.stdout.decode("utf-8", "replace")
+
+
+__all__ = ["BackendItem", "ClaudeBackend", "ClaudeClient", "CliStatus", "child_env", "sdk_version"]

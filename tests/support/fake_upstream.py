@@ -1,0 +1,311 @@
+"""A scripted fake Anthropic Messages API for tests and benchmarks.
+
+It listens on 127.0.0.1, records every request body it receives, and answers in the
+exact SSE grammar the Claude Code CLI parses.  What it answers is chosen by
+directives found in the text of the last user turn, so a test can script the model:
+
+    [[echo]]              reply with the last user turn's own text
+    [[say:TEXT]]          reply with TEXT verbatim (up to the closing ]])
+    [[thinking]]          a signed thinking block before the text
+    [[tool:NAME {json}]]  a tool_use block (repeatable: parallel calls)
+    [[error:STATUS]]      an HTTP error (429 carries retry-after: 7)
+    [[slow:SECONDS]]      spread the text deltas over SECONDS
+    [[hang]]              accept the request, then never answer
+    [[drop]]              send a few deltas, then cut the connection
+    [[long:N]]            N tokens of text, cut at max_tokens
+    [[stop:WORD]]         the text contains WORD; honour stop_sequences
+    [[cache:N]]           report N cache-read input tokens
+
+Without directives it replies "Hello from the fake upstream." token by token.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+DEFAULT_TEXT = "Hello from the fake upstream."
+_DIRECTIVE = re.compile(r"\[\[(\w+)(?::(.*?))?\]\]", re.S)
+
+
+@dataclass
+class Recorded:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class FakeUpstream:
+    """The server and its request log; use as a context manager."""
+
+    requests: list[Recorded] = field(default_factory=list)
+    host: str = "127.0.0.1"
+    port: int = 0
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> FakeUpstream:
+        upstream = self
+
+        class Handler(_Handler):
+            owner = upstream
+
+        self._server = ThreadingHTTPServer((self.host, 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def __enter__(self) -> FakeUpstream:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- what tests read ------------------------------------------------------
+    def record(self, rec: Recorded) -> None:
+        with self._lock:
+            self.requests.append(rec)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    @property
+    def messages_calls(self) -> list[Recorded]:
+        with self._lock:
+            return [r for r in self.requests if r.path.startswith("/v1/messages") and "count_tokens" not in r.path]
+
+    @property
+    def last_body(self) -> dict[str, Any]:
+        calls = self.messages_calls
+        assert calls, "upstream received no /v1/messages call"
+        return calls[-1].body
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    """The text the client wrote in the final user turn (system reminders removed)."""
+    for message in reversed(body.get("messages", [])):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        texts = [
+            b.get("text", "")
+            for b in content
+            if b.get("type") == "text" and not b.get("text", "").lstrip().startswith("<system-reminder>")
+        ]
+        return "\n".join(texts)
+    return ""
+
+
+def directives(text: str) -> list[tuple[str, str]]:
+    return [(m.group(1), m.group(2) or "") for m in _DIRECTIVE.finditer(text)]
+
+
+def count_tokens(body: dict[str, Any]) -> int:
+    """A stable, monotone stand-in for a tokenizer: ~4 characters a token."""
+    size = len(json.dumps(body.get("messages", []))) + len(json.dumps(body.get("system", "")))
+    size += len(json.dumps(body.get("tools", [])))
+    return max(1, size // 4)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: FakeUpstream
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        return
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        self._json(200, {"data": [], "has_more": False})
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def do_POST(self) -> None:  # noqa: N802
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b"{}"
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = {"_raw": raw.decode("utf-8", "replace")}
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self.owner.record(Recorded(self.path, headers, body))
+        if "count_tokens" in self.path:
+            self._json(200, {"input_tokens": count_tokens(body)})
+            return
+        if not self.path.startswith("/v1/messages"):
+            self._json(404, {"type": "error", "error": {"type": "not_found_error", "message": "not found"}})
+            return
+        self._answer(body)
+
+    # -- responses ------------------------------------------------------------
+    def _json(self, status: int, payload: dict[str, Any], extra: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.send_header("request-id", "req_fake")
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _event(self, name: str, payload: dict[str, Any]) -> None:
+        self.wfile.write(f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode())
+        self.wfile.flush()
+
+    def _answer(self, body: dict[str, Any]) -> None:
+        text_in = last_user_text(body)
+        found = directives(text_in)
+        names = {name for name, _ in found}
+        args = {name: arg for name, arg in found}
+
+        if "error" in names:
+            status = int(args["error"] or 500)
+            kinds = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                     429: "rate_limit_error", 529: "overloaded_error"}
+            extra = {"retry-after": "7"} if status == 429 else {}
+            self._json(status, {"type": "error", "error": {"type": kinds.get(status, "api_error"),
+                                                           "message": f"fake upstream error {status}"}}, extra)
+            return
+        if "hang" in names:
+            self.owner._stop.wait(120)
+            return
+
+        text = DEFAULT_TEXT
+        if "echo" in names:
+            text = _DIRECTIVE.sub("", text_in).strip() or "(empty)"
+        if "say" in names:
+            text = args["say"]
+        stop_reason = "end_turn"
+        stop_sequence = None
+        pieces = _tokens(text)
+        if "long" in names:
+            pieces = [f"w{i} " for i in range(int(args["long"] or 100))]
+        if "stop" in names:
+            word = args["stop"]
+            pieces = _tokens(f"Before the word {word} and after it.")
+            if word in (body.get("stop_sequences") or []):
+                cut = "".join(pieces).index(word)
+                pieces = _tokens("".join(pieces)[:cut])
+                stop_reason, stop_sequence = "stop_sequence", word
+        max_tokens = int(body.get("max_tokens") or 4096)
+        if len(pieces) > max_tokens:
+            pieces, stop_reason = pieces[:max_tokens], "max_tokens"
+        tools = [(name_arg.split(" ", 1)[0], name_arg.split(" ", 1)[1] if " " in name_arg else "{}")
+                 for name, name_arg in found if name == "tool"]
+        if tools:
+            stop_reason = "tool_use"
+            if "say" not in names:
+                pieces = []
+        cache_read = int(args.get("cache") or 0)
+        delay = float(args["slow"]) / max(1, len(pieces)) if "slow" in names else 0.0
+
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-cache")
+        self.send_header("request-id", "req_fake")
+        self.send_header("connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        usage = {"input_tokens": count_tokens(body), "output_tokens": 1,
+                 "cache_creation_input_tokens": 0, "cache_read_input_tokens": cache_read}
+        self._event("message_start", {"type": "message_start", "message": {
+            "id": f"msg_fake{uuid.uuid4().hex[:12]}", "type": "message", "role": "assistant",
+            "model": body.get("model", "claude-fake"), "content": [], "stop_reason": None,
+            "stop_sequence": None, "usage": usage}})
+        self._event("ping", {"type": "ping"})
+        index = 0
+        output_tokens = 0
+        if "thinking" in names and body.get("thinking", {}).get("type") in ("enabled", "adaptive"):
+            self._event("content_block_start", {"type": "content_block_start", "index": index,
+                                                "content_block": {"type": "thinking", "thinking": "", "signature": ""}})
+            for piece in _tokens("Let me think about this carefully."):
+                self._event("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                    "delta": {"type": "thinking_delta", "thinking": piece}})
+                output_tokens += 1
+            self._event("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                "delta": {"type": "signature_delta", "signature": "c2lnbmF0dXJl"}})
+            self._event("content_block_stop", {"type": "content_block_stop", "index": index})
+            index += 1
+        if pieces:
+            self._event("content_block_start", {"type": "content_block_start", "index": index,
+                                                "content_block": {"type": "text", "text": ""}})
+            for n, piece in enumerate(pieces):
+                if "drop" in names and n == 3:
+                    self.wfile.flush()
+                    self.connection.shutdown(2)
+                    return
+                if delay:
+                    time.sleep(delay)
+                self._event("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                    "delta": {"type": "text_delta", "text": piece}})
+                output_tokens += 1
+            self._event("content_block_stop", {"type": "content_block_stop", "index": index})
+            index += 1
+        for n, (name, raw_input) in enumerate(tools):
+            self._event("content_block_start", {"type": "content_block_start", "index": index, "content_block": {
+                "type": "tool_use", "id": f"toolu_fake{n}{uuid.uuid4().hex[:8]}", "name": _upstream_tool_name(body, name),
+                "input": {}}})
+            compact = json.dumps(json.loads(raw_input))
+            if compact != "{}":
+                half = len(compact) // 2
+                for part in (compact[:half], compact[half:]):
+                    self._event("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                        "delta": {"type": "input_json_delta", "partial_json": part}})
+            output_tokens += 2
+            self._event("content_block_stop", {"type": "content_block_stop", "index": index})
+            index += 1
+        self._event("message_delta", {"type": "message_delta",
+                                      "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+                                      "usage": {"output_tokens": max(1, output_tokens)}})
+        self._event("message_stop", {"type": "message_stop"})
+
+
+def _upstream_tool_name(body: dict[str, Any], name: str) -> str:
+    """The name the model must use: the declared tool whose name ends with NAME."""
+    for tool in body.get("tools", []):
+        declared = tool.get("name", "")
+        if declared == name or declared.endswith("__" + name):
+            return str(declared)
+    return name
+
+
+def _tokens(text: str) -> list[str]:
+    """Split text into word-sized pieces that concatenate back to it exactly."""
+    return re.findall(r"\S+\s*|\s+", text) or [text]
+
+
+if __name__ == "__main__":  # a manual run: python -m tests.support.fake_upstream
+    with FakeUpstream() as server:
+        print(server.url, flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass

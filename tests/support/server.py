@@ -1,0 +1,44 @@
+"""A real uvicorn serving the app on 127.0.0.1, in a background thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+
+from claude_code_proxy.app import create_app
+from claude_code_proxy.config.settings import Settings
+from claude_code_proxy.services.claude_client import ClaudeBackend
+
+
+class RunningServer:
+    def __init__(self, server: uvicorn.Server, thread: threading.Thread, app: object) -> None:
+        self.server = server
+        self.thread = thread
+        self.app = app
+        sockets = server.servers[0].sockets
+        self.port = sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+
+@contextmanager
+def serve(settings: Settings | None = None, backend: ClaudeBackend | None = None) -> Iterator[RunningServer]:
+    app = create_app(settings or Settings(_env_file=None), backend)  # type: ignore[call-arg]
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
+                            lifespan="on", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield RunningServer(server, thread, app)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
