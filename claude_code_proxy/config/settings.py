@@ -103,6 +103,35 @@ class Settings(BaseSettings):
         4096, ge=1, description="max_tokens used on the OpenAI surface when the client sends none."
     )
     max_tokens_limit: int = Field(128000, ge=1, description="Largest max_tokens a request may ask for.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Browser origins allowed to call the API (comma-separated); none by default."
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra Host header names accepted besides localhost/127.0.0.1/[::1] (DNS-rebinding guard).",
+    )
+    max_concurrency: int = Field(4, ge=1, le=64, description="CLI processes running at once, at most.")
+    queue_size: int = Field(16, ge=0, description="Requests that may wait for a free CLI slot; beyond it, 503.")
+    queue_timeout: float = Field(30.0, gt=0, description="Seconds a request may wait in the queue before a 503.")
+    first_event_timeout: float = Field(
+        120.0, gt=0, description="Seconds to wait for the model's first event before a 504."
+    )
+    idle_timeout: float = Field(120.0, gt=0, description="Seconds allowed between two stream events before a 504.")
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond).")
+    max_messages: int = Field(2000, ge=1, description="Most messages one request may carry.")
+    shutdown_grace: float = Field(
+        10.0, ge=0, description="Seconds in-flight requests get to finish after SIGTERM."
+    )
+    warm_pool_size: int = Field(
+        2, ge=0, le=16, description="Pre-started single-use CLI processes kept ready (0 disables the pool)."
+    )
+    warm_pool_keys: int = Field(4, ge=1, description="Distinct request configurations the warm pool keeps.")
+    warm_pool_idle: float = Field(300.0, gt=0, description="Seconds an unused warm process lives.")
+    usage_db: str = Field(
+        "~/.local/share/claude-code-proxy/usage.db",
+        description="SQLite file of the local usage ledger; empty disables the ledger.",
+    )
+    usage_retention_days: int = Field(90, ge=1, description="Days of ledger rows kept.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level (DEBUG logs request metadata in more detail, never secrets)."
     )
@@ -115,10 +144,17 @@ class Settings(BaseSettings):
     def _parse_models(cls, value: object) -> object:
         return _split_list(value)
 
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
+    @classmethod
+    def _parse_lists(cls, value: object) -> object:
+        return _split_list(value)
+
     @field_validator("model_aliases", mode="before")
     @classmethod
     def _parse_aliases(cls, value: object) -> object:
-        return _split_mapping(value)
+        # The configured table extends (and may override) the built-in one.
+        parsed = _split_mapping(value)
+        return {**DEFAULT_MODEL_ALIASES, **parsed} if isinstance(parsed, dict) else parsed
 
     @field_validator("api_key", "cli_path", mode="before")
     @classmethod

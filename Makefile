@@ -1,0 +1,32 @@
+# The two commands of the quick start: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: install run test lint typecheck bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv and install the proxy with its dev tools
+
+run: install  ## run the server on 127.0.0.1:8000
+	$(BIN)/claude-code-proxy serve
+
+test: install  ## run the whole test suite
+	$(BIN)/python -m pytest
+
+lint: install  ## lint and type-check
+	$(BIN)/ruff check claude_code_proxy tests bench
+	$(BIN)/mypy
+
+bench: install  ## side-by-side benchmark against the fake upstream (not part of the tests)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
