@@ -12,7 +12,7 @@
     ├── OverloadedError                   529 overloaded_error (503 on the OpenAI surface)
     ├── ServiceUnavailableError           503 service_unavailable (CLI missing, queue full...)
     │   └── NotLoggedInError              503 with how to log in
-    └── TimeoutError_                     504 timeout_error
+    └── GatewayTimeoutError                     504 timeout_error
 
 Each class names its HTTP status and its Anthropic error type; ``api/errors.py`` renders
 them in each API's shape.  Messages are written for the user and never carry paths,
@@ -106,7 +106,7 @@ class NotLoggedInError(ServiceUnavailableError):
     openai_code = "not_logged_in"
 
 
-class TimeoutError_(ClaudeProxyError):  # noqa: N801 - avoids shadowing the builtin
+class GatewayTimeoutError(ClaudeProxyError):
     status_code = 504
     error_type = "timeout_error"
     openai_type = "timeout"

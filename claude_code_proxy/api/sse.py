@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import suppress
 from typing import Any, TypeVar
 
 import anyio
@@ -57,13 +58,20 @@ def event_stream(frames: AsyncIterator[ServerSentEvent], headers: dict[str, str]
     )
 
 
-class ClientDisconnected(Exception):
+class ClientDisconnectedError(Exception):
     """The client went away before the answer was ready."""
 
 
 async def until_disconnect(request: Request, work: Callable[[], Awaitable[T]]) -> T:
     """Run ``work`` but cancel it (and so tear down the CLI) if the client disconnects."""
     result: list[T] = []
+    failure: list[BaseException] = []
+
+    async def run() -> None:
+        try:
+            result.append(await work())
+        except Exception as exc:  # re-raised below, outside the task group (no ExceptionGroup)
+            failure.append(exc)
 
     async def watch(scope: anyio.CancelScope) -> None:
         while True:
@@ -74,15 +82,17 @@ async def until_disconnect(request: Request, work: Callable[[], Awaitable[T]]) -
 
     async with anyio.create_task_group() as group:
         group.start_soon(watch, group.cancel_scope)
-        result.append(await work())
+        await run()
         group.cancel_scope.cancel()
+    if failure:
+        raise failure[0]
     if not result:
-        raise ClientDisconnected
+        raise ClientDisconnectedError
     return result[0]
 
 
 async def first_item(request: Request, items: AsyncIterator[T]) -> T:
-    """The backend's first item, raising its error (or ClientDisconnected) instead."""
+    """The backend's first item, raising its error (or ClientDisconnectedError) instead."""
     async def pull() -> T:
         return await items.__anext__()
 
@@ -97,10 +107,8 @@ async def _close(items: AsyncIterator[Any]) -> None:
     aclose = getattr(items, "aclose", None)
     if aclose is not None:
         with anyio.CancelScope(shield=True):
-            try:
+            with suppress(Exception):  # closing must not mask the original error
                 await aclose()
-            except Exception:  # noqa: BLE001 - closing must not mask the original error
-                pass
 
 
 async def chain(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
@@ -115,7 +123,7 @@ async def chain(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
 
 __all__ = [
     "ClaudeProxyError",
-    "ClientDisconnected",
+    "ClientDisconnectedError",
     "anthropic_event",
     "chain",
     "event_stream",

@@ -21,7 +21,6 @@ DEFAULT_MODELS = [
     "claude-opus-5-5",
     "claude-sonnet-5-5",
     "claude-haiku-5-5",
-    "claude-sonnet-4-5",
     "claude-haiku-4-5",
 ]
 

@@ -93,6 +93,9 @@ class ThinkingDisabled(_Inbound):
     type: Literal["disabled"]
 
 
+Thinking = Annotated[ThinkingEnabled | ThinkingAdaptive | ThinkingDisabled, Field(discriminator="type")]
+
+
 class ToolParam(_Inbound):
     name: str = Field(min_length=1, max_length=128)
     description: str | None = None
@@ -117,7 +120,7 @@ class MessagesRequest(_Inbound):
     temperature: float | None = Field(None, ge=0, le=1)
     top_p: float | None = Field(None, ge=0, le=1)
     top_k: StrictInt | None = Field(None, ge=0)
-    thinking: Annotated[ThinkingEnabled | ThinkingAdaptive | ThinkingDisabled, Field(discriminator="type")] | None = None
+    thinking: Thinking | None = None
     tools: list[ToolParam] | None = None
     tool_choice: ToolChoice | None = None
     metadata: dict[str, Any] | None = None

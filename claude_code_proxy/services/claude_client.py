@@ -31,9 +31,9 @@ from claude_agent_sdk import (
     AssistantMessage,
     ClaudeAgentOptions,
     ClaudeSDKClient,
+    ClaudeSDKError,
     CLIConnectionError,
     CLINotFoundError,
-    ClaudeSDKError,
     ResultMessage,
     StreamEvent,
     SystemMessage,
@@ -45,6 +45,7 @@ from claude_code_proxy.config.settings import Settings
 from claude_code_proxy.exceptions import (
     AuthenticationError,
     ClaudeProxyError,
+    GatewayTimeoutError,
     InvalidRequestError,
     NotFoundError,
     NotLoggedInError,
@@ -52,7 +53,6 @@ from claude_code_proxy.exceptions import (
     PermissionDeniedError,
     RateLimitError,
     ServiceUnavailableError,
-    TimeoutError_,
     UpstreamError,
 )
 from claude_code_proxy.models.chat import ChatRequest, Completion
@@ -283,6 +283,8 @@ class ClaudeClient:
         self.cli_path = settings.resolved_cli_path()
         self._status: CliStatus | None = None
         self._status_lock = asyncio.Lock()
+        self.spawned = 0
+        """CLI processes started for requests (tests assert bad input starts none)."""
 
     # -- options -----------------------------------------------------------
     def options(self, request: ChatRequest, workdir: Path) -> ClaudeAgentOptions:
@@ -335,6 +337,7 @@ class ClaudeClient:
         (workdir / "cwd").mkdir(mode=0o700)
         (workdir / "tmp").mkdir(mode=0o700)
         client = ClaudeSDKClient(self.options(request, workdir))
+        self.spawned += 1
         state = _RunState()
         finished = False
         try:
@@ -345,13 +348,13 @@ class ClaudeClient:
                     await self._seed(client, messages, request.messages[:-1])
                     await client.query(_one(self._user(request.messages[-1], should_query=True)))
             except TimeoutError:
-                raise TimeoutError_("The request took longer than the configured timeout.") from None
+                raise GatewayTimeoutError("The request took longer than the configured timeout.") from None
             while not state.done:
                 try:
                     with anyio.fail_after(max(0.0, deadline - time.monotonic())):
                         message = await messages.__anext__()
                 except TimeoutError:
-                    raise TimeoutError_("The request took longer than the configured timeout.") from None
+                    raise GatewayTimeoutError("The request took longer than the configured timeout.") from None
                 except StopAsyncIteration:
                     raise ClaudeProxyError("The Claude Code CLI exited before it finished answering.") from None
                 items = state.feed(message)

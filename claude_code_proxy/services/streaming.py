@@ -55,10 +55,10 @@ class AnthropicStreamEncoder:
             index = self.blocks.start(event["index"])
             return [(kind, {"type": kind, "index": index, "content_block": self.blocks.block(event["content_block"])})]
         if kind in ("content_block_delta", "content_block_stop"):
-            index = self.blocks.get(event["index"])
-            if index is None:
+            mapped = self.blocks.get(event["index"])
+            if mapped is None:
                 return []
-            return [(kind, {**event, "index": index})]
+            return [(kind, {**event, "index": mapped})]
         if kind in ("message_delta", "message_stop"):
             return [(kind, event)]
         return []  # pings and unknown events are not forwarded
@@ -89,9 +89,10 @@ class MessageAccumulator:
             self.content.append(dict(self.blocks.block(event["content_block"])))
             self._json[index] = ""
         elif kind == "content_block_delta":
-            index = self.blocks.get(event["index"])
-            if index is None:
+            found = self.blocks.get(event["index"])
+            if found is None:
                 return
+            index = found
             block, delta = self.content[index], event["delta"]
             dtype = delta.get("type")
             if dtype == "text_delta":
@@ -105,10 +106,10 @@ class MessageAccumulator:
             elif dtype == "citations_delta":
                 block.setdefault("citations", []).append(delta["citation"])
         elif kind == "content_block_stop":
-            index = self.blocks.get(event["index"])
-            if index is not None and self.content[index].get("type") == "tool_use":
-                raw = self._json.get(index) or "{}"
-                self.content[index]["input"] = json.loads(raw)
+            stopped = self.blocks.get(event["index"])
+            if stopped is not None and self.content[stopped].get("type") == "tool_use":
+                raw = self._json.get(stopped) or "{}"
+                self.content[stopped]["input"] = json.loads(raw)
 
     def finish(self, completion: Completion) -> dict[str, Any]:
         return {

@@ -155,7 +155,9 @@ def thinking_options(thinking: Any, max_tokens: int) -> dict[str, Any] | None:
     if thinking.type == "adaptive":
         return {"type": "adaptive"}
     if thinking.budget_tokens >= max_tokens:
-        raise InvalidRequestError("thinking.budget_tokens must be less than max_tokens.", param="thinking.budget_tokens")
+        raise InvalidRequestError(
+            "thinking.budget_tokens must be less than max_tokens.", param="thinking.budget_tokens"
+        )
     return {"type": "enabled", "budget_tokens": thinking.budget_tokens}
 
 

@@ -135,18 +135,18 @@ class _Handler(BaseHTTPRequestHandler):
     owner: FakeUpstream
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         self._json(200, {"data": [], "has_more": False})
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self.send_response(200)
         self.send_header("content-length", "0")
         self.end_headers()
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length) if length else b"{}"
         try:
@@ -270,8 +270,8 @@ class _Handler(BaseHTTPRequestHandler):
             index += 1
         for n, (name, raw_input) in enumerate(tools):
             self._event("content_block_start", {"type": "content_block_start", "index": index, "content_block": {
-                "type": "tool_use", "id": f"toolu_fake{n}{uuid.uuid4().hex[:8]}", "name": _upstream_tool_name(body, name),
-                "input": {}}})
+                "type": "tool_use", "id": f"toolu_fake{n}{uuid.uuid4().hex[:8]}",
+                "name": _upstream_tool_name(body, name), "input": {}}})
             compact = json.dumps(json.loads(raw_input))
             if compact != "{}":
                 half = len(compact) // 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -15,7 +14,8 @@ from claude_code_proxy.exceptions import ClaudeProxyError
 from claude_code_proxy.models.chat import ChatRequest, Completion
 from claude_code_proxy.models.requests import MessagesRequest
 from claude_code_proxy.services.claude_client import BackendItem, ClaudeBackend
-from claude_code_proxy.services.streaming import AnthropicStreamEncoder, MessageAccumulator
+from claude_code_proxy.services.runner import collect_message, tool_names
+from claude_code_proxy.services.streaming import AnthropicStreamEncoder
 from claude_code_proxy.services.translator import from_anthropic
 
 router = APIRouter()
@@ -28,18 +28,8 @@ async def create_message(request: Request, backend: BackendDep, catalog: Catalog
     chat = from_anthropic(body, catalog.resolve(body.model))
     if body.stream:
         return await stream_message(request, backend, chat)
-    message = await until_disconnect(request, lambda: collect_message(backend, chat))
+    message, _ = await until_disconnect(request, lambda: collect_message(backend, chat))
     return JSONResponse(message)
-
-
-async def collect_message(backend: ClaudeBackend, chat: ChatRequest) -> dict[str, Any]:
-    accumulator = MessageAccumulator(tool_names(chat))
-    items = backend.run(chat)
-    async for item in items:
-        if isinstance(item, Completion):
-            return accumulator.finish(item)
-        accumulator.feed(item)
-    raise ClaudeProxyError("The Claude Code CLI ended without an answer.")
 
 
 async def stream_message(request: Request, backend: ClaudeBackend, chat: ChatRequest) -> Response:
@@ -48,7 +38,9 @@ async def stream_message(request: Request, backend: ClaudeBackend, chat: ChatReq
     return event_stream(anthropic_frames(chain(first, items), AnthropicStreamEncoder(tool_names(chat))))
 
 
-async def anthropic_frames(items: AsyncIterator[BackendItem], encoder: AnthropicStreamEncoder) -> AsyncIterator[ServerSentEvent]:
+async def anthropic_frames(
+    items: AsyncIterator[BackendItem], encoder: AnthropicStreamEncoder
+) -> AsyncIterator[ServerSentEvent]:
     try:
         async for item in items:
             frames = encoder.finish(item) if isinstance(item, Completion) else encoder.feed(item)
@@ -57,8 +49,3 @@ async def anthropic_frames(items: AsyncIterator[BackendItem], encoder: Anthropic
     except ClaudeProxyError as error:
         name, data = encoder.error(error)
         yield anthropic_event(name, data)
-
-
-def tool_names(chat: ChatRequest) -> dict[str, str]:
-    """Upstream tool name -> the name the client declared."""
-    return {f"mcp__client__{tool.name}": tool.name for tool in chat.tools}

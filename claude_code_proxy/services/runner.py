@@ -1,0 +1,33 @@
+"""Running a backend to completion for a non-streaming answer, shared by both surfaces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from claude_code_proxy.exceptions import ClaudeProxyError
+from claude_code_proxy.models.chat import ChatRequest, Completion
+from claude_code_proxy.services.claude_client import ClaudeBackend
+from claude_code_proxy.services.streaming import MessageAccumulator
+
+
+def tool_names(chat: ChatRequest) -> dict[str, str]:
+    """Upstream tool name -> the name the client declared."""
+    return {f"mcp__client__{tool.name}": tool.name for tool in chat.tools}
+
+
+async def collect_message(backend: ClaudeBackend, chat: ChatRequest) -> tuple[dict[str, Any], Completion]:
+    """The whole answer as an Anthropic Message, and how the run completed.
+
+    The backend is closed before returning, so its CLI is gone and its temporary
+    directory removed by the time the client gets the answer.
+    """
+    accumulator = MessageAccumulator(tool_names(chat))
+    items = backend.run(chat)
+    try:
+        async for item in items:
+            if isinstance(item, Completion):
+                return accumulator.finish(item), item
+            accumulator.feed(item)
+    finally:
+        await items.aclose()  # type: ignore[attr-defined]
+    raise ClaudeProxyError("The Claude Code CLI ended without an answer.")

@@ -1,0 +1,119 @@
+"""The CLI is a plain model, whatever the request carries: its argv, environment and
+working directory, recorded by a wrapper in front of the real bundled CLI."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import make_settings
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.recording_cli import RecordingCli, Spawn, make_recording_cli
+from tests.support.server import RunningServer, serve
+
+REQUIRED_FLAGS = ["--strict-mcp-config", "--setting-sources=", "--restricted", "--no-session-persistence"]
+FORBIDDEN_FLAGS = ["--allowedTools", "--add-dir", "--settings", "--dangerously-skip-permissions",
+                   "--resume", "--continue", "--plugin-dir", "bypassPermissions", "acceptEdits"]
+
+
+@pytest.fixture(scope="module")
+def recorder(tmp_path_factory: pytest.TempPathFactory) -> RecordingCli:
+    return make_recording_cli(tmp_path_factory.mktemp("recording-cli"))
+
+
+@pytest.fixture(scope="module")
+def recorded_server(recorder: RecordingCli, cli_env: Path) -> Iterator[RunningServer]:
+    with serve(make_settings(cli_path=str(recorder.path))) as running:
+        yield running
+
+
+def post(server: RunningServer, body: dict[str, object], headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.post(f"{server.url}/v1/messages", json=body, headers=headers or {}, timeout=60)
+
+
+def only_spawn(recorder: RecordingCli) -> Spawn:
+    spawns = recorder.spawns()
+    assert len(spawns) == 1, [s.argv for s in spawns]
+    return spawns[0]
+
+
+def normalized(spawn: Spawn) -> tuple[list[str], dict[str, str]]:
+    """argv and env with the per-request directory names taken out."""
+    def strip(value: str) -> str:
+        return re.sub(r"claude-proxy-[A-Za-z0-9_]+", "claude-proxy-X", value)
+    return [strip(a) for a in spawn.argv[1:]], {k: strip(v) for k, v in spawn.env.items()}
+
+
+def test_cli_runs_with_tools_off_and_no_user_config(recorded_server: RunningServer, recorder: RecordingCli) -> None:
+    recorder.clear()
+    assert post(recorded_server, {"model": "sonnet", "max_tokens": 20,
+                                  "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+    spawn = only_spawn(recorder)
+    argv = spawn.argv
+    assert argv[argv.index("--tools") + 1] == ""
+    assert argv[argv.index("--permission-mode") + 1] == "dontAsk"
+    for flag in REQUIRED_FLAGS:
+        assert flag in argv
+    for flag in FORBIDDEN_FLAGS:
+        assert not any(a.startswith(flag) or a == flag for a in argv), flag
+    assert "--mcp-config" not in argv
+
+
+def test_child_environment_is_an_allow_list(
+    recorded_server: RunningServer, recorder: RecordingCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLAUDE_PROXY_API_KEY", "canary-proxy-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "canary-aws-secret")
+    recorder.clear()
+    assert post(recorded_server, {"model": "sonnet", "max_tokens": 20,
+                                  "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+    env = only_spawn(recorder).env
+    assert "canary" not in repr(env)
+    assert env["ANTHROPIC_BASE_URL"] == os.environ["ANTHROPIC_BASE_URL"]
+    assert env["DISABLE_AUTOUPDATER"] == "1" and env["DISABLE_TELEMETRY"] == "1"
+    assert env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
+    assert env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] == "20"
+
+
+def test_fresh_private_working_directory_removed_afterwards(
+    recorded_server: RunningServer, recorder: RecordingCli
+) -> None:
+    recorder.clear()
+    for _ in range(2):
+        assert post(recorded_server, {"model": "sonnet", "max_tokens": 20,
+                                      "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+    spawns = recorder.spawns()
+    assert len(spawns) == 2
+    cwds = [s.cwd for s in spawns]
+    assert cwds[0] != cwds[1]
+    for path in cwds:
+        assert Path(path).parent.name.startswith("claude-proxy-")
+        assert not Path(path).parent.exists(), "the per-request directory must be removed"
+
+
+def test_request_fields_and_headers_cannot_change_the_cli(
+    recorded_server: RunningServer, recorder: RecordingCli, upstream: FakeUpstream
+) -> None:
+    base = {"model": "sonnet", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
+    recorder.clear()
+    assert post(recorded_server, base).status_code == 200
+    baseline = normalized(only_spawn(recorder))
+    hostile: dict[str, object] = {
+        **base,
+        "enable_tools": True, "permission_mode": "bypassPermissions", "allowed_tools": ["Bash"],
+        "cwd": "/", "mcp_servers": {"x": {"command": "sh"}}, "settings": '{"permissions":{"allow":["Bash"]}}',
+        "extra_args": {"dangerously-skip-permissions": None}, "extra_body": {"tools": ["Bash"]},
+        "user": "root", "metadata": {"user_id": "--resume=abc"}, "resume": "abc", "add_dirs": ["/"],
+        "env": {"ANTHROPIC_BASE_URL": "http://evil.example"}, "cli_path": "/bin/sh",
+    }
+    headers = {"x-tool-cwd": "/", "x-claude-permission-mode": "bypassPermissions",
+               "anthropic-beta": "tools-2099", "x-claude-code-tools": "Bash"}
+    recorder.clear()
+    assert post(recorded_server, hostile, headers).status_code == 200
+    assert normalized(only_spawn(recorder)) == baseline
+    assert upstream.last_body["tools"] == []
