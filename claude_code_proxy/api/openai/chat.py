@@ -1,0 +1,83 @@
+"""OpenAI surface: ``POST /openai/v1/chat/completions``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from sse_starlette import ServerSentEvent
+
+from claude_code_proxy.api.deps import (
+    BackendDep,
+    CatalogDep,
+    SettingsDep,
+    check_max_tokens,
+    enforce_limits,
+    json_object,
+    parse,
+)
+from claude_code_proxy.api.sse import chain, event_stream, first_item, openai_data, until_disconnect
+from claude_code_proxy.exceptions import ClaudeProxyError
+from claude_code_proxy.models.chat import Completion
+from claude_code_proxy.models.openai_models import ChatCompletionRequest
+from claude_code_proxy.services.claude_client import BackendItem
+from claude_code_proxy.services.metrics import RequestMetrics, observe
+from claude_code_proxy.services.openai_streaming import OpenAIStreamEncoder, new_completion_id
+from claude_code_proxy.services.openai_translator import from_openai, to_chat_completion
+from claude_code_proxy.services.runner import collect_message, tool_names
+
+router = APIRouter()
+log = structlog.get_logger(__name__)
+
+
+@router.post("/openai/v1/chat/completions")
+async def create_chat_completion(
+    request: Request, backend: BackendDep, catalog: CatalogDep, settings: SettingsDep
+) -> Response:
+    metrics: RequestMetrics = request.state.metrics
+    raw = await json_object(request)
+    enforce_limits(settings, raw)
+    body = parse(ChatCompletionRequest, raw)
+    metrics.model_requested, metrics.stream = body.model, bool(body.stream)
+    chat = from_openai(body, catalog.resolve(body.model), settings.default_max_tokens)
+    check_max_tokens(settings, chat.max_tokens, "max_completion_tokens" if body.max_completion_tokens else "max_tokens")
+    metrics.model_used = chat.model
+    items = observe(backend.run(chat), metrics)
+    if body.stream:
+        # The response names the model the client asked for, as OpenAI does.
+        encoder = OpenAIStreamEncoder(body.model, body.include_usage, tool_names(chat))
+        return await stream_chat_completion(request, items, encoder, metrics)
+    message, _ = await until_disconnect(request, lambda: collect_message(items, chat))
+    return JSONResponse(
+        to_chat_completion(message, model=body.model, completion_id=new_completion_id(), created=int(time.time()))
+    )
+
+
+async def stream_chat_completion(
+    request: Request, items: AsyncIterator[BackendItem], encoder: OpenAIStreamEncoder, metrics: RequestMetrics
+) -> Response:
+    first = await first_item(request, items)
+    metrics.stream_started = True
+    return event_stream(request, openai_frames(chain(first, items), encoder))
+
+
+async def openai_frames(
+    items: AsyncIterator[BackendItem], encoder: OpenAIStreamEncoder
+) -> AsyncIterator[ServerSentEvent]:
+    """Chunks, then ``[DONE]``; a failure ends with an error frame and no ``[DONE]``."""
+    try:
+        async for item in items:
+            chunks = encoder.finish(item) if isinstance(item, Completion) else encoder.feed(item)
+            for chunk in chunks:
+                yield openai_data(chunk)
+        if not encoder.finished:
+            raise ClaudeProxyError("The Claude Code CLI ended without an answer.")
+    except Exception as error:  # the status line is sent: report in-band
+        if not isinstance(error, ClaudeProxyError):
+            log.error("stream_failed", error_class=type(error).__name__)
+        yield openai_data(encoder.error(error))
+        return
+    yield openai_data("[DONE]")
