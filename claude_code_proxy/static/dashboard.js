@@ -1,0 +1,289 @@
+// The usage dashboard: plain script, no library, no other origin (see api/usage.py).
+// Every value from the server is written with textContent, never as markup.
+"use strict";
+
+(function () {
+  const KEY_STORAGE = "claude-code-proxy.api-key";
+  const REFRESH_MS = 10000;
+  const SVG_NS = "http://www.w3.org/2000/svg";
+
+  // Errors are shown in the page too, so a broken dashboard is visible (and testable).
+  function reportError(message) {
+    const list = document.getElementById("js-errors");
+    if (!list) return;
+    const item = document.createElement("li");
+    item.textContent = String(message);
+    list.appendChild(item);
+    list.hidden = false;
+  }
+  window.addEventListener("error", (event) => reportError(event.message || "script error"));
+  window.addEventListener("unhandledrejection", (event) => reportError("unhandled rejection: " + event.reason));
+
+  // --- formatting (fixed, not locale-dependent, so the numbers read the same everywhere) ---
+  function fmtInt(n) {
+    if (n === null || n === undefined) return "–";
+    return String(Math.round(n)).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+  }
+  function fmtCost(n) {
+    if (n === null || n === undefined) return "–";
+    return "$" + (n >= 100 ? fmtInt(Math.round(n)) : n.toFixed(n >= 1 ? 2 : 4));
+  }
+  function fmtPct(rate) {
+    return (rate * 100).toFixed(1) + "%";
+  }
+  function fmtMs(ms) {
+    if (ms === null || ms === undefined) return "–";
+    return fmtInt(ms) + " ms";
+  }
+  function pad(n) {
+    return String(n).padStart(2, "0");
+  }
+  function fmtTime(epoch) {
+    const d = new Date(epoch * 1000);
+    const today = new Date();
+    const hms = pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
+    if (d.toDateString() === today.toDateString()) return hms;
+    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " + hms;
+  }
+
+  // --- the API key: this tab's sessionStorage only ---
+  function storedKey() {
+    try {
+      return sessionStorage.getItem(KEY_STORAGE) || "";
+    } catch (e) {
+      return "";
+    }
+  }
+  function setKey(value) {
+    try {
+      if (value) sessionStorage.setItem(KEY_STORAGE, value);
+      else sessionStorage.removeItem(KEY_STORAGE);
+    } catch (e) {
+      reportError("sessionStorage is unavailable: " + e);
+    }
+    document.getElementById("forget-key").hidden = !value;
+  }
+
+  class AuthRequired extends Error {}
+
+  async function getUsage(params) {
+    const headers = { Accept: "application/json" };
+    const key = storedKey();
+    if (key) headers.Authorization = "Bearer " + key;
+    const response = await fetch("/usage?" + new URLSearchParams(params), { headers, cache: "no-store" });
+    if (response.status === 401 || response.status === 403) throw new AuthRequired();
+    const body = await response.json();
+    if (!response.ok) {
+      const message = body && body.error && body.error.message ? body.error.message : "HTTP " + response.status;
+      throw new Error(message);
+    }
+    return body;
+  }
+
+  function setStatus(state, text) {
+    const status = document.getElementById("status");
+    status.dataset.state = state;
+    status.textContent = text;
+  }
+
+  function put(metric, text) {
+    for (const el of document.querySelectorAll('[data-metric="' + metric + '"]')) el.textContent = text;
+  }
+
+  function putTotals(prefix, totals) {
+    put(prefix + ".requests", fmtInt(totals.requests));
+    put(prefix + ".errors", fmtInt(totals.errors));
+    put(prefix + ".input_tokens", fmtInt(totals.input_tokens));
+    put(prefix + ".output_tokens", fmtInt(totals.output_tokens));
+    put(prefix + ".cache_read_tokens", fmtInt(totals.cache_read_tokens));
+    put(prefix + ".cache_creation_tokens", fmtInt(totals.cache_creation_tokens));
+    put(prefix + ".cost_usd", fmtCost(totals.cost_usd));
+    put(prefix + ".error_rate", fmtPct(totals.error_rate));
+  }
+
+  function svg(tag, attrs, parent) {
+    const el = document.createElementNS(SVG_NS, tag);
+    for (const [name, value] of Object.entries(attrs)) el.setAttribute(name, String(value));
+    if (parent) parent.appendChild(el);
+    return el;
+  }
+
+  function drawHourly(series) {
+    const chart = document.getElementById("hourly-chart");
+    while (chart.firstChild) chart.removeChild(chart.firstChild);
+    const hours = new Array(24).fill(null).map(() => ({ requests: 0, errors: 0 }));
+    for (const bucket of series) {
+      const hour = Number(bucket.key.slice(11, 13)); // "YYYY-MM-DD HH:00", server local time
+      if (hour >= 0 && hour < 24) hours[hour] = bucket;
+    }
+    const max = Math.max(1, ...hours.map((h) => h.requests));
+    const left = 36, top = 10, width = 670, height = 170, slot = width / 24;
+    svg("line", { x1: left, y1: top + height, x2: left + width, y2: top + height, class: "axis" }, chart);
+    svg("line", { x1: left, y1: top, x2: left + width, y2: top, class: "axis" }, chart);
+    svg("text", { x: left - 6, y: top + 4, "text-anchor": "end" }, chart).textContent = fmtInt(max);
+    svg("text", { x: left - 6, y: top + height, "text-anchor": "end" }, chart).textContent = "0";
+    hours.forEach((h, hour) => {
+      const x = left + hour * slot + slot * 0.15;
+      const w = slot * 0.7;
+      const okHeight = ((h.requests - h.errors) / max) * height;
+      const errHeight = (h.errors / max) * height;
+      const group = svg("g", { "data-hour": hour, "data-requests": h.requests }, chart);
+      svg("title", {}, group).textContent = pad(hour) + ":00 · " + h.requests + " requests, " + h.errors + " failed";
+      if (okHeight > 0) svg("rect", { x, y: top + height - okHeight, width: w, height: okHeight, class: "bar-ok" }, group);
+      if (errHeight > 0) {
+        svg("rect", { x, y: top + height - okHeight - errHeight, width: w, height: errHeight, class: "bar-err" }, group);
+      }
+      if (hour % 3 === 0) {
+        svg("text", { x: left + hour * slot + slot / 2, y: top + height + 16, "text-anchor": "middle" }, chart)
+          .textContent = pad(hour) + "h";
+      }
+    });
+  }
+
+  function cell(row, text, className) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (className) td.className = className;
+    row.appendChild(td);
+    return td;
+  }
+
+  function emptyRow(body, columns, text) {
+    const row = document.createElement("tr");
+    row.className = "empty";
+    const td = cell(row, text);
+    td.colSpan = columns;
+    body.appendChild(row);
+  }
+
+  function drawModels(series) {
+    const body = document.getElementById("models");
+    body.replaceChildren();
+    if (!series.length) return emptyRow(body, 9, "No requests this month.");
+    const max = Math.max(1, ...series.map((s) => s.requests));
+    for (const s of series) {
+      const row = document.createElement("tr");
+      row.dataset.model = s.key;
+      cell(row, s.key, "model").title = s.key;
+      cell(row, fmtInt(s.requests), "num");
+      cell(row, fmtInt(s.errors), "num");
+      cell(row, fmtInt(s.input_tokens), "num");
+      cell(row, fmtInt(s.output_tokens), "num");
+      cell(row, fmtInt(s.cache_read_tokens), "num");
+      cell(row, fmtInt(s.cache_creation_tokens), "num");
+      cell(row, fmtCost(s.cost_usd), "num");
+      const bar = document.createElement("div");
+      bar.className = "share";
+      bar.style.width = ((s.requests / max) * 100).toFixed(1) + "%";
+      cell(row, "").appendChild(bar);
+      body.appendChild(row);
+    }
+  }
+
+  function drawRecent(records) {
+    const body = document.getElementById("recent");
+    body.replaceChildren();
+    if (!records.length) return emptyRow(body, 11, "No requests recorded yet.");
+    for (const r of records) {
+      const row = document.createElement("tr");
+      row.dataset.requestId = r.request_id;
+      cell(row, fmtTime(r.ts));
+      cell(row, r.surface);
+      cell(row, r.client, "client");
+      const model = r.model_used && r.model_used !== r.model_requested ? r.model_requested + " → " + r.model_used : r.model_requested;
+      cell(row, model, "model").title = model;
+      cell(row, r.stream ? "yes" : "no");
+      cell(row, String(r.status) + (r.error_kind ? " " + r.error_kind : ""), r.status >= 400 ? "num status-err" : "num");
+      cell(row, fmtMs(r.duration_ms), "num");
+      cell(row, fmtMs(r.ttft_ms), "num");
+      cell(row, fmtInt(r.input_tokens), "num");
+      cell(row, fmtInt(r.output_tokens), "num");
+      cell(row, fmtCost(r.cost_usd), "num");
+      body.appendChild(row);
+    }
+  }
+
+  function startOfToday() {
+    const d = new Date();
+    d.setHours(0, 0, 0, 0);
+    return d;
+  }
+  function startOfMonth() {
+    const d = startOfToday();
+    d.setDate(1);
+    return d;
+  }
+
+  let busy = false;
+  let refreshes = 0;
+
+  async function refresh() {
+    if (busy) return;
+    busy = true;
+    const today = startOfToday();
+    const month = startOfMonth();
+    const todaySince = Math.floor(today.getTime() / 1000);
+    const monthSince = Math.floor(month.getTime() / 1000);
+    // What the numbers on screen were asked for, so anyone can ask /usage the same.
+    document.body.dataset.todaySince = String(todaySince);
+    document.body.dataset.monthSince = String(monthSince);
+    try {
+      const [day, mon] = await Promise.all([
+        getUsage({ since: todaySince, group_by: "hour", recent: 25 }),
+        getUsage({ since: monthSince, group_by: "model", recent: 0 }),
+      ]);
+      document.getElementById("login").hidden = true;
+      document.getElementById("today-range").textContent = today.toDateString();
+      document.getElementById("month-range").textContent =
+        month.toLocaleString("en", { month: "long" }) + " " + month.getFullYear();
+      putTotals("today", day.totals);
+      putTotals("month", mon.totals);
+      for (const name of ["duration_ms", "ttft_ms"]) {
+        const p = day.percentiles[name];
+        put("today." + name + ".p50", fmtMs(p.p50));
+        put("today." + name + ".p95", fmtMs(p.p95));
+        put("today." + name + ".count", fmtInt(p.count));
+      }
+      drawHourly(day.series);
+      drawModels(mon.series);
+      drawRecent(day.recent);
+      const info = day.ledger;
+      document.getElementById("ledger-info").textContent = info.enabled
+        ? "Rows are kept " + info.retention_days + " days." + (info.write_errors ? " Write errors: " + info.write_errors + "." : "")
+        : "The ledger is disabled (CLAUDE_PROXY_USAGE_DB is empty).";
+      refreshes += 1;
+      document.body.dataset.refreshes = String(refreshes);
+      setStatus("ok", "updated " + fmtTime(Date.now() / 1000));
+    } catch (err) {
+      if (err instanceof AuthRequired) {
+        setKey("");
+        document.getElementById("login").hidden = false;
+        setStatus("auth", "API key required");
+      } else {
+        setStatus("error", "update failed: " + (err && err.message ? err.message : err));
+      }
+    } finally {
+      busy = false;
+    }
+  }
+
+  function start() {
+    document.getElementById("forget-key").hidden = !storedKey();
+    document.getElementById("login").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const input = document.getElementById("api-key");
+      setKey(input.value.trim());
+      input.value = "";
+      refresh();
+    });
+    document.getElementById("forget-key").addEventListener("click", () => {
+      setKey("");
+      refresh();
+    });
+    refresh();
+    setInterval(refresh, REFRESH_MS);
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
