@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from claude_code_proxy import __version__
-from claude_code_proxy.api import errors, health
+from claude_code_proxy.api import errors, health, openai, usage
+from claude_code_proxy.api.context import RequestContextMiddleware
+from claude_code_proxy.api.security import SecurityMiddleware
 from claude_code_proxy.api.v1 import messages, models
 from claude_code_proxy.config.settings import Settings
-from claude_code_proxy.log import configure, escape
+from claude_code_proxy.log import configure
 from claude_code_proxy.services.claude_client import ClaudeBackend, ClaudeClient
+from claude_code_proxy.services.ledger import UsageLedger, UsageRecord
+from claude_code_proxy.services.metrics import Recorder, RequestMetrics
 from claude_code_proxy.services.model_catalog import ModelCatalog
 
 log = structlog.get_logger("claude_code_proxy")
@@ -32,6 +34,7 @@ def create_app(settings: Settings | None = None, backend: ClaudeBackend | None =
             yield
         finally:
             await app.state.backend.aclose()
+            app.state.ledger.close()
             log.info("shutdown")
 
     app = FastAPI(
@@ -46,29 +49,40 @@ def create_app(settings: Settings | None = None, backend: ClaudeBackend | None =
     app.state.backend = backend or ClaudeClient(settings)
     app.state.catalog = ModelCatalog(settings.models, settings.model_aliases, settings.default_model)
 
+    app.state.ledger = UsageLedger(settings.usage_db, settings.usage_retention_days)
+
     errors.install(app)
+    # Middleware added last runs first: context (request id, metrics), then the guards.
+    app.add_middleware(SecurityMiddleware, settings=settings)
+    app.add_middleware(RequestContextMiddleware, recorders=lambda: [ledger_recorder(app.state.ledger)])
     app.include_router(messages.router)
     app.include_router(models.router)
+    app.include_router(openai.router)
+    app.include_router(usage.router)
     app.include_router(health.router)
 
-    @app.middleware("http")
-    async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        request_id = escape(request.headers.get("x-request-id") or f"req_{uuid.uuid4().hex[:24]}", 128)
-        structlog.contextvars.bind_contextvars(request_id=request_id, route=request.url.path)
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        finally:
-            structlog.contextvars.unbind_contextvars("request_id", "route")
-        response.headers["x-request-id"] = request_id
-        log.info(
-            "request",
-            request_id=request_id,
-            method=request.method,
-            route=request.url.path,
-            status=response.status_code,
-            duration_ms=round((time.perf_counter() - started) * 1000, 1),
-        )
-        return response
-
     return app
+
+
+def ledger_recorder(ledger: UsageLedger) -> Recorder:
+    def record(metrics: RequestMetrics) -> None:
+        ledger.record(UsageRecord(
+            ts=metrics.ts,
+            surface="openai" if metrics.surface == "openai" else "anthropic",
+            route=metrics.route,
+            model_requested=metrics.model_requested,
+            model_used=metrics.model_used,
+            stream=metrics.stream,
+            status=metrics.status,
+            error_kind=metrics.error_kind,
+            duration_ms=metrics.duration_ms,
+            ttft_ms=metrics.ttft_ms,
+            input_tokens=metrics.usage.get("input_tokens", 0),
+            output_tokens=metrics.usage.get("output_tokens", 0),
+            cache_read_tokens=metrics.usage.get("cache_read_input_tokens", 0),
+            cache_creation_tokens=metrics.usage.get("cache_creation_input_tokens", 0),
+            cost_usd=metrics.cost_usd,
+            client=metrics.client,
+            request_id=metrics.request_id,
+        ))
+    return record

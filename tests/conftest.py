@@ -43,7 +43,8 @@ def cli_env(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def make_settings(**overrides: object) -> Settings:
-    values: dict[str, object] = {"cli_max_retries": 0, "log_level": "WARNING"}
+    # No ledger unless a test asks for one: tests never write to the user's home.
+    values: dict[str, object] = {"cli_max_retries": 0, "log_level": "WARNING", "usage_db": ""}
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from claude_code_proxy.api.errors import validation_error
 from claude_code_proxy.config.settings import Settings
-from claude_code_proxy.exceptions import InvalidRequestError
+from claude_code_proxy.exceptions import InvalidRequestError, RequestTooLargeError
 from claude_code_proxy.services.claude_client import ClaudeBackend
 from claude_code_proxy.services.model_catalog import ModelCatalog
 
@@ -60,3 +60,19 @@ def parse(model: type[M], body: dict[str, Any]) -> M:
         raise validation_error(exc) from None
     except RecursionError:
         raise InvalidRequestError("The request body is nested too deeply.") from None
+
+
+def enforce_limits(settings: Settings, body: dict[str, Any]) -> None:
+    """Message-count limit, checked on the raw body before validating every message."""
+    messages = body.get("messages")
+    if isinstance(messages, list) and len(messages) > settings.max_messages:
+        error = RequestTooLargeError(
+            f"Too many messages ({len(messages)}); the limit is {settings.max_messages}.", param="messages"
+        )
+        error.openai_code = "too_many_messages"
+        raise error
+
+
+def check_max_tokens(settings: Settings, max_tokens: int, param: str = "max_tokens") -> None:
+    if max_tokens > settings.max_tokens_limit:
+        raise InvalidRequestError(f"{param} may be at most {settings.max_tokens_limit}.", param=param)

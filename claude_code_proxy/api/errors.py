@@ -68,27 +68,63 @@ def error_response(path: str, error: ClaudeProxyError) -> JSONResponse:
     return JSONResponse(anthropic_body(error), status_code=error.status_code, headers=headers)
 
 
+def field_path(loc: tuple[int | str, ...] | list[int | str]) -> str:
+    """pydantic's error location as the client's field path.
+
+    Tagged-union errors insert the union member's tag (``messages.0.tool.tool_call_id``,
+    ``content.0.image.source``); the client never wrote that segment, so it is dropped: a
+    tag is a non-numeric segment that follows a list index and is itself followed by more.
+    """
+    parts = [str(p) for p in loc if p != "body"]
+    out: list[str] = []
+    for i, part in enumerate(parts):
+        after_index = i > 0 and (parts[i - 1].isdigit() or parts[i - 1] == "source")
+        if after_index and not part.isdigit() and i + 1 < len(parts) and _is_tag(part):
+            continue
+        if "[" in part or part in ("str", "int", "float", "bool", "dict", "list"):
+            continue  # union members named by type ("list[...]", "function-after[...]")
+        out.append(part)
+    return ".".join(out)
+
+
+_TAGS = frozenset({
+    "user", "assistant", "system", "developer", "tool", "text", "image", "image_url", "document",
+    "tool_use", "tool_result", "thinking", "redacted_thinking", "base64", "url", "enabled", "adaptive", "disabled",
+    "input_audio", "file", "refusal", "json_object", "json_schema",
+})
+
+
+def _is_tag(part: str) -> bool:
+    return part in _TAGS
+
+
 def validation_error(exc: ValidationError | RequestValidationError) -> InvalidRequestError:
     """The first problem of a validation failure, naming its field."""
     errors = exc.errors()
     if not errors:
         return InvalidRequestError("Invalid request body.")
-    first = errors[0]
-    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
-    # Drop pydantic's union-member tags (e.g. "text", "function-after[...]") from the path.
-    param = ".".join(p for p in loc if not (p[:1].islower() and "[" in p)) or None
+    # With unions, pydantic reports one error per member; the deepest is the most specific.
+    first = max(errors, key=lambda e: len(e.get("loc", ())))
+    param = field_path(first.get("loc", ())) or None
     message = first.get("msg", "Invalid value")
     return InvalidRequestError(f"{param}: {message}" if param else message, param=param)
+
+
+def _render(request: Request, error: ClaudeProxyError) -> JSONResponse:
+    metrics = getattr(request.state, "metrics", None)
+    if metrics is not None and metrics.error_kind is None:
+        metrics.fail(error)
+    return error_response(request.url.path, error)
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ClaudeProxyError)
     async def _proxy_error(request: Request, exc: ClaudeProxyError) -> JSONResponse:
-        return error_response(request.url.path, exc)
+        return _render(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(request.url.path, validation_error(exc))
+        return _render(request, validation_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -100,9 +136,9 @@ def install(app: FastAPI) -> None:
         else:
             error = ClaudeProxyError(str(exc.detail))
             error.status_code = exc.status_code
-        return error_response(request.url.path, error)
+        return _render(request, error)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled_error", error_class=type(exc).__name__, path=request.url.path)
-        return error_response(request.url.path, ClaudeProxyError("Internal error in the proxy."))
+        return _render(request, ClaudeProxyError("Internal error in the proxy."))

@@ -48,13 +48,18 @@ def _ping() -> ServerSentEvent:
     return ServerSentEvent(comment="ping", sep=SEP)
 
 
-def event_stream(frames: AsyncIterator[ServerSentEvent], headers: dict[str, str] | None = None) -> EventSourceResponse:
+def event_stream(request: Request, frames: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
+    # On shutdown, sse-starlette would cancel streams at once; give them the grace period
+    # (plus a margin) so the backend's drain deadline can end them with an error event.
+    grace: float = request.app.state.settings.shutdown_grace + 1.0
     return EventSourceResponse(
         frames,
         sep=SEP,
         ping=PING_SECONDS,
         ping_message_factory=_ping,
-        headers={"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})},
+        shutdown_event=anyio.Event(),
+        shutdown_grace_period=grace,
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
 
 

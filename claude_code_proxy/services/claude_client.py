@@ -20,8 +20,8 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import suppress
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,6 +56,7 @@ from claude_code_proxy.exceptions import (
     UpstreamError,
 )
 from claude_code_proxy.models.chat import ChatRequest, Completion
+from claude_code_proxy.services.admission import Admission
 
 BackendItem = dict[str, Any] | Completion
 
@@ -271,6 +272,56 @@ def check_isolation(init: dict[str, Any], allowed_tools: frozenset[str] = frozen
         raise ClaudeProxyError("The Claude Code CLI started with tools the proxy did not allow; request refused.")
 
 
+class _Deadlines:
+    """The three deadlines of a run (first event, idle gap, total) plus a shutdown drain."""
+
+    def __init__(self, settings: Settings, owner: ClaudeClient) -> None:
+        now = time.monotonic()
+        self.settings = settings
+        self.owner = owner
+        self.total = now + settings.request_timeout
+        self.first = now + settings.first_event_timeout
+        self.last_event: float | None = None
+
+    def event(self) -> None:
+        self.last_event = time.monotonic()
+
+    def _next(self) -> tuple[float, ClaudeProxyError]:
+        gap: tuple[float, ClaudeProxyError]
+        if self.last_event is None:
+            gap = (self.first, GatewayTimeoutError(
+                f"The model did not start answering within {self.settings.first_event_timeout:g} s."))
+        else:
+            gap = (self.last_event + self.settings.idle_timeout, GatewayTimeoutError(
+                f"The answer stalled for more than {self.settings.idle_timeout:g} s."))
+        options: list[tuple[float, ClaudeProxyError]] = [gap, (self.total, GatewayTimeoutError(
+            f"The request took longer than {self.settings.request_timeout:g} s."))]
+        if self.owner._draining is not None:
+            options.append((self.owner._draining, ServiceUnavailableError(
+                "The proxy is shutting down; the answer was cut short.", retry_after=5)))
+        return min(options, key=lambda option: option[0])
+
+    @contextmanager
+    def scope(self) -> Iterator[anyio.CancelScope]:
+        deadline, _ = self._next()
+        with anyio.CancelScope(deadline=_to_anyio(deadline)) as scope:
+            self.owner._scopes.add(scope)
+            try:
+                yield scope
+            finally:
+                self.owner._scopes.discard(scope)
+
+    def check(self, scope: anyio.CancelScope) -> None:
+        """Raise the right error if ``scope`` ended because a deadline passed."""
+        if scope.cancelled_caught:
+            raise self._next()[1]
+
+
+def _to_anyio(monotonic_deadline: float) -> float:
+    """anyio deadlines are on the event loop's clock; ours are time.monotonic()."""
+    return anyio.current_time() + (monotonic_deadline - time.monotonic())
+
+
 async def _one(message: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
     yield message
 
@@ -285,6 +336,10 @@ class ClaudeClient:
         self._status_lock = asyncio.Lock()
         self.spawned = 0
         """CLI processes started for requests (tests assert bad input starts none)."""
+        self.admission = Admission(settings.max_concurrency, settings.queue_size, settings.queue_timeout)
+        self._clients: set[ClaudeSDKClient] = set()
+        self._scopes: set[anyio.CancelScope] = set()
+        self._draining: float | None = None
 
     # -- options -----------------------------------------------------------
     def options(self, request: ChatRequest, workdir: Path) -> ClaudeAgentOptions:
@@ -330,47 +385,64 @@ class ClaudeClient:
 
     # -- running -----------------------------------------------------------
     async def run(self, request: ChatRequest) -> AsyncIterator[BackendItem]:
+        if self._draining is not None:
+            raise ServiceUnavailableError("The proxy is shutting down.", retry_after=5)
         if not self.cli_path or not os.access(self.cli_path, os.X_OK):
             raise ServiceUnavailableError(NOT_FOUND_HELP)
-        deadline = time.monotonic() + self.settings.request_timeout
+        async with self.admission.slot():
+            run = self._run(request)
+            try:
+                async for item in run:
+                    yield item
+            finally:
+                await run.aclose()  # tear the CLI down now, not when garbage-collected
+
+    async def _run(self, request: ChatRequest) -> AsyncGenerator[BackendItem, None]:
+        clock = _Deadlines(self.settings, self)
         workdir = Path(tempfile.mkdtemp(prefix="claude-proxy-"))
         (workdir / "cwd").mkdir(mode=0o700)
         (workdir / "tmp").mkdir(mode=0o700)
         client = ClaudeSDKClient(self.options(request, workdir))
         self.spawned += 1
+        self._clients.add(client)
         state = _RunState()
-        finished = False
         try:
-            try:
-                with anyio.fail_after(max(0.0, deadline - time.monotonic())):
-                    await client.connect()
-                    messages = client.receive_messages().__aiter__()
-                    await self._seed(client, messages, request.messages[:-1])
-                    await client.query(_one(self._user(request.messages[-1], should_query=True)))
-            except TimeoutError:
-                raise GatewayTimeoutError("The request took longer than the configured timeout.") from None
+            with clock.scope() as scope:
+                await client.connect()
+                messages = client.receive_messages().__aiter__()
+                await self._seed(client, messages, request.messages[:-1])
+                await client.query(_one(self._user(request.messages[-1], should_query=True)))
+            clock.check(scope)
             while not state.done:
-                try:
-                    with anyio.fail_after(max(0.0, deadline - time.monotonic())):
+                with clock.scope() as scope:
+                    try:
                         message = await messages.__anext__()
-                except TimeoutError:
-                    raise GatewayTimeoutError("The request took longer than the configured timeout.") from None
-                except StopAsyncIteration:
-                    raise ClaudeProxyError("The Claude Code CLI exited before it finished answering.") from None
-                items = state.feed(message)
-                for item in items:
+                    except StopAsyncIteration:
+                        raise ClaudeProxyError("The Claude Code CLI exited before it finished answering.") from None
+                clock.check(scope)
+                if isinstance(message, StreamEvent):
+                    clock.event()
+                for item in state.feed(message):
                     yield item
             if not state.completed:
                 yield Completion(state.stop_reason, state.stop_sequence, state.usage, None, state.model)
-            finished = True
         except CLINotFoundError:
             raise ServiceUnavailableError(NOT_FOUND_HELP) from None
         except (CLIConnectionError, ClaudeSDKError):
             raise ClaudeProxyError("The Claude Code CLI exited before it finished answering.") from None
         finally:
             with anyio.CancelScope(shield=True):
-                await self._teardown(client, interrupt=not finished)
+                # The answer is complete or abandoned: nothing more is wanted from this CLI
+                # (after max_tokens it would even start continuation requests), so stop it now.
+                await self._teardown(client, interrupt=True)
+                self._clients.discard(client)
                 shutil.rmtree(workdir, ignore_errors=True)
+
+    def begin_drain(self, grace: float) -> None:
+        """Shutdown: refuse new runs, and end the running ones ``grace`` seconds from now."""
+        self._draining = time.monotonic() + grace
+        for scope in list(self._scopes):
+            scope.deadline = min(scope.deadline, _to_anyio(self._draining))
 
     @staticmethod
     def _user(message: dict[str, Any], *, should_query: bool) -> dict[str, Any]:
@@ -449,7 +521,10 @@ class ClaudeClient:
         return status
 
     async def aclose(self) -> None:
-        return None
+        """Kill every CLI still running (server shutdown)."""
+        with anyio.CancelScope(shield=True):
+            for client in list(self._clients):
+                await self._teardown(client, interrupt=True)
 
 
 async def _capture(argv: list[str], env: dict[str, str]) -> tuple[int, str]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from claude_code_proxy.exceptions import ClaudeProxyError
 from claude_code_proxy.models.chat import ChatRequest, Completion
-from claude_code_proxy.services.claude_client import ClaudeBackend
+from claude_code_proxy.services.claude_client import BackendItem
 from claude_code_proxy.services.streaming import MessageAccumulator
 
 
@@ -15,14 +16,13 @@ def tool_names(chat: ChatRequest) -> dict[str, str]:
     return {f"mcp__client__{tool.name}": tool.name for tool in chat.tools}
 
 
-async def collect_message(backend: ClaudeBackend, chat: ChatRequest) -> tuple[dict[str, Any], Completion]:
+async def collect_message(items: AsyncIterator[BackendItem], chat: ChatRequest) -> tuple[dict[str, Any], Completion]:
     """The whole answer as an Anthropic Message, and how the run completed.
 
-    The backend is closed before returning, so its CLI is gone and its temporary
-    directory removed by the time the client gets the answer.
+    ``items`` (a backend run) is closed before returning, so its CLI is gone and its
+    temporary directory removed by the time the client gets the answer.
     """
     accumulator = MessageAccumulator(tool_names(chat))
-    items = backend.run(chat)
     try:
         async for item in items:
             if isinstance(item, Completion):

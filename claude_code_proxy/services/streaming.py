@@ -109,7 +109,11 @@ class MessageAccumulator:
             stopped = self.blocks.get(event["index"])
             if stopped is not None and self.content[stopped].get("type") == "tool_use":
                 raw = self._json.get(stopped) or "{}"
-                self.content[stopped]["input"] = json.loads(raw)
+                try:
+                    self.content[stopped]["input"] = json.loads(raw)
+                except ValueError:
+                    # Cut off by max_tokens mid-arguments: keep the partial call visible.
+                    self.content[stopped]["input"] = {}
 
     def finish(self, completion: Completion) -> dict[str, Any]:
         return {

@@ -8,12 +8,21 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import ServerSentEvent
 
-from claude_code_proxy.api.deps import BackendDep, CatalogDep, json_object, parse
+from claude_code_proxy.api.deps import (
+    BackendDep,
+    CatalogDep,
+    SettingsDep,
+    check_max_tokens,
+    enforce_limits,
+    json_object,
+    parse,
+)
 from claude_code_proxy.api.sse import anthropic_event, chain, event_stream, first_item, until_disconnect
 from claude_code_proxy.exceptions import ClaudeProxyError
 from claude_code_proxy.models.chat import ChatRequest, Completion
 from claude_code_proxy.models.requests import MessagesRequest
-from claude_code_proxy.services.claude_client import BackendItem, ClaudeBackend
+from claude_code_proxy.services.claude_client import BackendItem
+from claude_code_proxy.services.metrics import RequestMetrics, observe
 from claude_code_proxy.services.runner import collect_message, tool_names
 from claude_code_proxy.services.streaming import AnthropicStreamEncoder
 from claude_code_proxy.services.translator import from_anthropic
@@ -23,19 +32,30 @@ router = APIRouter()
 
 @router.post("/v1/messages")
 @router.post("/v1/chat/completions")
-async def create_message(request: Request, backend: BackendDep, catalog: CatalogDep) -> Response:
-    body = parse(MessagesRequest, await json_object(request))
+async def create_message(
+    request: Request, backend: BackendDep, catalog: CatalogDep, settings: SettingsDep
+) -> Response:
+    metrics: RequestMetrics = request.state.metrics
+    raw = await json_object(request)
+    enforce_limits(settings, raw)
+    body = parse(MessagesRequest, raw)
+    check_max_tokens(settings, body.max_tokens)
+    metrics.model_requested, metrics.stream = body.model, body.stream
     chat = from_anthropic(body, catalog.resolve(body.model))
+    metrics.model_used = chat.model
+    items = observe(backend.run(chat), metrics)
     if body.stream:
-        return await stream_message(request, backend, chat)
-    message, _ = await until_disconnect(request, lambda: collect_message(backend, chat))
+        return await stream_message(request, items, chat, metrics)
+    message, _ = await until_disconnect(request, lambda: collect_message(items, chat))
     return JSONResponse(message)
 
 
-async def stream_message(request: Request, backend: ClaudeBackend, chat: ChatRequest) -> Response:
-    items = backend.run(chat)
+async def stream_message(
+    request: Request, items: AsyncIterator[BackendItem], chat: ChatRequest, metrics: RequestMetrics
+) -> Response:
     first = await first_item(request, items)
-    return event_stream(anthropic_frames(chain(first, items), AnthropicStreamEncoder(tool_names(chat))))
+    metrics.stream_started = True
+    return event_stream(request, anthropic_frames(chain(first, items), AnthropicStreamEncoder(tool_names(chat))))
 
 
 async def anthropic_frames(
