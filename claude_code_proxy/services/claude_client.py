@@ -163,6 +163,7 @@ class _RunState:
     retry_delay_s: float | None = None
     init: dict[str, Any] | None = None
     completed: bool = False
+    rate_limit: dict[str, Any] | None = None
 
     def feed(self, message: Any) -> list[BackendItem]:
         if isinstance(message, StreamEvent):
@@ -237,7 +238,11 @@ class _RunState:
         status = result.api_error_status or self.retry_status
         text = (self.error_text or result.result or "").strip()
         if status == 429 or self.error_kind == "rate_limit":
-            return RateLimitError("Rate limited by the upstream API; retry later.", retry_after=self.retry_delay_s)
+            retry_after = self.retry_delay_s
+            resets_at = (self.rate_limit or {}).get("resets_at")
+            if isinstance(resets_at, int | float) and resets_at > time.time():
+                retry_after = resets_at - time.time()  # a subscription window: wait for its reset
+            return RateLimitError("Rate limited by the upstream API; retry later.", retry_after=retry_after)
         if status == 529 or "overloaded" in text.lower():
             return OverloadedError("The upstream API is overloaded; retry in a moment.")
         if status == 401 or self.error_kind == "authentication_failed":
@@ -256,6 +261,17 @@ class _RunState:
         if "not logged in" in text.lower() or "/login" in text:
             return NotLoggedInError(LOGIN_HELP)
         return ClaudeProxyError("The Claude Code CLI failed to answer.")
+
+
+def rate_limit_summary(event: Any) -> dict[str, Any]:
+    info = event.rate_limit_info
+    return {
+        "status": info.status,
+        "type": info.rate_limit_type,
+        "resets_at": info.resets_at,
+        "utilization": info.utilization,
+        "reported_at": time.time(),
+    }
 
 
 def normalize_usage(usage: dict[str, Any] | None) -> dict[str, int]:
@@ -340,6 +356,8 @@ class ClaudeClient:
         self._clients: set[ClaudeSDKClient] = set()
         self._scopes: set[anyio.CancelScope] = set()
         self._draining: float | None = None
+        self.rate_limit: dict[str, Any] | None = None
+        """The subscription's latest rate-limit state the CLI reported (shown by /health)."""
 
     # -- options -----------------------------------------------------------
     def options(self, request: ChatRequest, workdir: Path) -> ClaudeAgentOptions:
@@ -422,6 +440,9 @@ class ClaudeClient:
                 clock.check(scope)
                 if isinstance(message, StreamEvent):
                     clock.event()
+                elif isinstance(message, RateLimitEvent):
+                    self.rate_limit = rate_limit_summary(message)
+                    state.rate_limit = self.rate_limit
                 for item in state.feed(message):
                     yield item
             if not state.completed:

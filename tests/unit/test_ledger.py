@@ -20,7 +20,6 @@ from typing import Any, cast
 import httpx
 import pytest
 
-from claude_code_proxy.api import usage
 from claude_code_proxy.services.ledger import (
     SCHEMA_VERSION,
     UsageLedger,
@@ -394,8 +393,6 @@ def test_recent_is_latest_first_and_metadata_only(ledger: UsageLedger) -> None:
 def with_usage_routes(running: RunningServer, led: UsageLedger) -> None:
     app: Any = running.app
     app.state.ledger = led
-    if not any(getattr(route, "path", None) == "/usage" for route in app.routes):
-        app.include_router(usage.router)  # until app.py includes it itself
 
 
 @pytest.fixture(scope="module")
