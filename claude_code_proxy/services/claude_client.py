@@ -34,6 +34,7 @@ from claude_agent_sdk import (
     ClaudeSDKError,
     CLIConnectionError,
     CLINotFoundError,
+    RateLimitEvent,
     ResultMessage,
     StreamEvent,
     SystemMessage,
