@@ -34,11 +34,17 @@ from claude_agent_sdk import (
     ClaudeSDKError,
     CLIConnectionError,
     CLINotFoundError,
+    HookContext,
+    HookInput,
+    HookJSONOutput,
+    HookMatcher,
     RateLimitEvent,
     ResultMessage,
     StreamEvent,
     SystemMessage,
     UserMessage,
+    create_sdk_mcp_server,
+    tool,
 )
 from claude_agent_sdk import __version__ as sdk_version
 
@@ -56,7 +62,14 @@ from claude_code_proxy.exceptions import (
     ServiceUnavailableError,
     UpstreamError,
 )
-from claude_code_proxy.models.chat import ChatRequest, Completion
+from claude_code_proxy.models.chat import (
+    CLIENT_SERVER,
+    STRUCTURED_OUTPUT_TOOL,
+    UPSTREAM_PREFIX,
+    ChatRequest,
+    ClientTool,
+    Completion,
+)
 from claude_code_proxy.services.admission import Admission
 
 BackendItem = dict[str, Any] | Completion
@@ -165,6 +178,10 @@ class _RunState:
     init: dict[str, Any] | None = None
     completed: bool = False
     rate_limit: dict[str, Any] | None = None
+    allowed_tools: frozenset[str] = frozenset()
+    structured: bool = False
+    structured_blocks: set[int] = field(default_factory=set)
+    client_tool_calls: int = 0
 
     def feed(self, message: Any) -> list[BackendItem]:
         if isinstance(message, StreamEvent):
@@ -174,7 +191,7 @@ class _RunState:
         if isinstance(message, SystemMessage):
             if message.subtype == "init":
                 self.init = message.data
-                check_isolation(message.data)
+                check_isolation(message.data, self.allowed_tools)
             elif message.subtype == "api_retry":
                 if self.forwarded:
                     # The CLI would restart the answer from the beginning: end instead.
@@ -217,7 +234,9 @@ class _RunState:
             message = event.get("message", {})
             self.model = message.get("model")
             self.usage = normalize_usage(message.get("usage"))
-        elif kind == "message_delta":
+        elif self.structured and kind in ("content_block_start", "content_block_delta", "message_delta"):
+            event = self._structured(event)
+        if kind == "message_delta":
             delta = event.get("delta", {})
             self.stop_reason = delta.get("stop_reason") or self.stop_reason
             self.stop_sequence = delta.get("stop_sequence") or self.stop_sequence
@@ -234,6 +253,25 @@ class _RunState:
         elif kind in ("content_block_start", "content_block_delta"):
             self.forwarded = True
         return [event]
+
+    def _structured(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The CLI's StructuredOutput tool call, shown to the client as the answer's JSON text."""
+        kind = event["type"]
+        if kind == "content_block_start":
+            block = event.get("content_block", {})
+            if block.get("type") == "tool_use" and block.get("name") == STRUCTURED_OUTPUT_TOOL:
+                self.structured_blocks.add(event["index"])
+                return {**event, "content_block": {"type": "text", "text": ""}}
+            if block.get("type") == "tool_use":
+                self.client_tool_calls += 1
+        elif kind == "content_block_delta" and event["index"] in self.structured_blocks:
+            partial = event.get("delta", {}).get("partial_json", "")
+            return {**event, "delta": {"type": "text_delta", "text": partial}}
+        elif kind == "message_delta" and self.structured_blocks and not self.client_tool_calls:
+            delta = event.get("delta", {})
+            if delta.get("stop_reason") == "tool_use":
+                return {**event, "delta": {**delta, "stop_reason": "end_turn"}}
+        return event
 
     def _error(self, result: Any) -> ClaudeProxyError:
         status = result.api_error_status or self.retry_status
@@ -285,7 +323,8 @@ def check_isolation(init: dict[str, Any], allowed_tools: frozenset[str] = frozen
     """Fail closed if the CLI reports any tool or MCP server the proxy did not put there."""
     tools = set(init.get("tools") or [])
     servers = {s.get("name") if isinstance(s, dict) else s for s in init.get("mcp_servers") or []}
-    if tools - allowed_tools or servers - ({"client"} if allowed_tools else set()):
+    allowed_servers = {CLIENT_SERVER} if any(t.startswith(UPSTREAM_PREFIX) for t in allowed_tools) else set()
+    if tools - allowed_tools or servers - allowed_servers:
         raise ClaudeProxyError("The Claude Code CLI started with tools the proxy did not allow; request refused.")
 
 
@@ -339,6 +378,50 @@ def _to_anyio(monotonic_deadline: float) -> float:
     return anyio.current_time() + (monotonic_deadline - time.monotonic())
 
 
+def allowed_tools(request: ChatRequest) -> frozenset[str]:
+    names = {tool.upstream_name for tool in request.tools}
+    if request.output_schema is not None:
+        names.add(STRUCTURED_OUTPUT_TOOL)
+    return frozenset(names)
+
+
+def upstream_tool_choice(request: ChatRequest) -> dict[str, Any]:
+    choice = dict(request.tool_choice or {})
+    if choice.get("type") == "tool":
+        by_name = {tool.name: tool.upstream_name for tool in request.tools}
+        choice["name"] = by_name.get(choice.get("name", ""), choice.get("name"))
+    return choice
+
+
+def upstream_history(request: ChatRequest) -> list[dict[str, Any]]:
+    """Earlier turns, with the client's tool names in tool_use blocks as the model knows them."""
+    by_name = {tool.name: tool.upstream_name for tool in request.tools}
+    history = []
+    for turn in request.messages[:-1]:
+        if turn["role"] == "assistant" and any(b.get("type") == "tool_use" for b in turn["content"]):
+            content = [
+                {**b, "name": by_name.get(b["name"], b["name"])} if b.get("type") == "tool_use" else b
+                for b in turn["content"]
+            ]
+            turn = {**turn, "content": content}
+        history.append(turn)
+    return history
+
+
+def _never_run(client_tool: ClientTool) -> Any:
+    @tool(client_tool.cli_name, client_tool.description, client_tool.schema)
+    async def handler(args: dict[str, Any]) -> dict[str, Any]:
+        # Never reached: the PreToolUse hook defers every call back to the client.
+        return {"content": [{"type": "text", "text": "This tool runs on the client."}], "is_error": True}
+
+    return handler
+
+
+async def _defer_tool_call(input_data: HookInput, tool_use_id: str | None, context: HookContext) -> HookJSONOutput:
+    """End the run at the model's tool call: the client, not the CLI, runs its tools."""
+    return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "defer"}}
+
+
 async def _one(message: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
     yield message
 
@@ -370,6 +453,9 @@ class ClaudeClient:
         extra_body: dict[str, Any] = {}
         if request.stop_sequences:
             extra_body["stop_sequences"] = request.stop_sequences
+        if request.tools and request.tool_choice:
+            # The SDK has no tool_choice option; the CLI merges this into the upstream body.
+            extra_body["tool_choice"] = upstream_tool_choice(request)
         if extra_body:
             env["CLAUDE_CODE_EXTRA_BODY"] = json.dumps(extra_body)
         thinking: Any = {"type": "disabled"}
@@ -383,12 +469,26 @@ class ClaudeClient:
             path = workdir / "system-prompt.txt"
             path.write_text(system_prompt, encoding="utf-8")
             system_prompt = {"type": "file", "path": str(path)}
+        mcp_servers: dict[str, Any] = {}
+        hooks: dict[Any, list[HookMatcher]] | None = None
+        if request.tools:
+            # Client tools: in-process MCP tools whose bodies never run, and a PreToolUse hook
+            # that defers every call, so the run ends right after the model's tool_use.
+            server = create_sdk_mcp_server(CLIENT_SERVER, tools=[_never_run(tool) for tool in request.tools])
+            mcp_servers = {CLIENT_SERVER: server}
+        if request.tools or request.output_schema is not None:
+            hooks = {"PreToolUse": [HookMatcher(matcher=None, hooks=[_defer_tool_call])]}
+        output_format = None
+        if request.output_schema is not None:
+            output_format = {"type": "json_schema", "schema": request.output_schema}
         return ClaudeAgentOptions(
             cli_path=self.cli_path,
             model=request.model,
             system_prompt=system_prompt,
             tools=[],
-            mcp_servers={},
+            mcp_servers=mcp_servers,
+            hooks=hooks,
+            output_format=output_format,
             strict_mcp_config=True,
             setting_sources=[],
             skills=[],
@@ -424,12 +524,12 @@ class ClaudeClient:
         client = ClaudeSDKClient(self.options(request, workdir))
         self.spawned += 1
         self._clients.add(client)
-        state = _RunState()
+        state = _RunState(allowed_tools=allowed_tools(request), structured=request.output_schema is not None)
         try:
             with clock.scope() as scope:
                 await client.connect()
                 messages = client.receive_messages().__aiter__()
-                await self._seed(client, messages, request.messages[:-1])
+                await self._seed(client, messages, upstream_history(request), state.allowed_tools, request.model)
                 await client.query(_one(self._user(request.messages[-1], should_query=True)))
             clock.check(scope)
             while not state.done:
@@ -478,13 +578,36 @@ class ClaudeClient:
             out["shouldQuery"] = False
         return out
 
-    async def _seed(self, client: ClaudeSDKClient, messages: AsyncIterator[Any], history: list[dict[str, Any]]) -> None:
-        """Write earlier turns as real history: gated user turns, then assistant turns."""
+    async def _seed(
+        self,
+        client: ClaudeSDKClient,
+        messages: AsyncIterator[Any],
+        history: list[dict[str, Any]],
+        allowed: frozenset[str],
+        model_hint: str,
+    ) -> None:
+        """Write earlier turns as real history: gated user turns, then assistant turns.
+
+        Assistant turns carry a message id and the model the CLI resolved (from its init
+        report): without them the CLI treats the turn as foreign and drops its signed
+        thinking blocks, which upstream needs back when thinking is on.
+        """
+        model = model_hint
         for turn in history:
             if turn["role"] == "assistant":
+                uses_tool = any(block.get("type") == "tool_use" for block in turn["content"])
                 await client.query(_one({
                     "type": "assistant",
-                    "message": {"role": "assistant", "content": turn["content"]},
+                    "message": {
+                        "id": f"msg_history{uuid.uuid4().hex[:16]}",
+                        "type": "message",
+                        "role": "assistant",
+                        "model": model,
+                        "content": turn["content"],
+                        "stop_reason": "tool_use" if uses_tool else "end_turn",
+                        "stop_sequence": None,
+                        "usage": {"input_tokens": 0, "output_tokens": 0},
+                    },
                     "parent_tool_use_id": None,
                 }))
                 continue
@@ -493,7 +616,8 @@ class ClaudeClient:
             # Wait for the CLI's acknowledgement before writing the next item.
             async for reply in messages:
                 if isinstance(reply, SystemMessage) and reply.subtype == "init":
-                    check_isolation(reply.data)
+                    check_isolation(reply.data, allowed)
+                    model = reply.data.get("model") or model
                 if isinstance(reply, ResultMessage):
                     if reply.is_error:
                         raise ClaudeProxyError("The Claude Code CLI refused the conversation history.")

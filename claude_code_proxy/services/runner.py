@@ -13,7 +13,7 @@ from claude_code_proxy.services.streaming import MessageAccumulator
 
 def tool_names(chat: ChatRequest) -> dict[str, str]:
     """Upstream tool name -> the name the client declared."""
-    return {f"mcp__client__{tool.name}": tool.name for tool in chat.tools}
+    return {tool.upstream_name: tool.name for tool in chat.tools}
 
 
 async def collect_message(items: AsyncIterator[BackendItem], chat: ChatRequest) -> tuple[dict[str, Any], Completion]:

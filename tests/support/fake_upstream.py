@@ -15,6 +15,8 @@ directives found in the text of the last user turn, so a test can script the mod
     [[long:N]]            N tokens of text, cut at max_tokens
     [[stop:WORD]]         the text contains WORD; honour stop_sequences
     [[cache:N]]           report N cache-read input tokens
+    [[agent:NAME:N]]      (in the first user turn) an agent loop: call tool NAME with
+                          {"round": k} until N tool rounds are in the history, then finish
 
 Without directives it replies "Hello from the fake upstream." token by token.
 """
@@ -120,6 +122,27 @@ def last_user_text(body: dict[str, Any]) -> str:
     return ""
 
 
+def agent_step(body: dict[str, Any]) -> list[tuple[str, str]]:
+    """The next move of an ``[[agent:NAME:N]]`` loop scripted in the first user turn."""
+    messages = body.get("messages", [])
+    first = next((m for m in messages if m.get("role") == "user"), None)
+    if first is None:
+        return []
+    content = first["content"]
+    text = content if isinstance(content, str) else " ".join(b.get("text", "") for b in content)
+    match = re.search(r"\[\[agent:([\w.\-]+):(\d+)\]\]", text)
+    if not match:
+        return []
+    rounds = sum(
+        1 for m in messages
+        if m.get("role") == "assistant" and isinstance(m.get("content"), list)
+        and any(b.get("type") == "tool_use" for b in m["content"])
+    )
+    if rounds < int(match.group(2)):
+        return [("tool", f'{match.group(1)} {{"round": {rounds + 1}}}')]
+    return [("say", f"Finished after {rounds} tool rounds.")]
+
+
 def directives(text: str) -> list[tuple[str, str]]:
     return [(m.group(1), m.group(2) or "") for m in _DIRECTIVE.finditer(text)]
 
@@ -182,6 +205,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, body: dict[str, Any]) -> None:
         text_in = last_user_text(body)
         found = directives(text_in)
+        if all(name == "agent" for name, _ in found):
+            found = agent_step(body)
         names = {name for name, _ in found}
         args = {name: arg for name, arg in found}
 
