@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,9 @@ def upstream() -> Iterator[FakeUpstream]:
 def cli_env(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Point every CLI the tests start at the fake upstream, with an empty config dir."""
     config_dir = tmp_path_factory.mktemp("claude-config")
+    # Per-request directories go under this session's own temp dir, so leak checks see
+    # only this session's directories.
+    session_tmp = tmp_path_factory.mktemp("tmp")
     saved = dict(os.environ)
     for key in list(os.environ):
         if key.startswith(("CLAUDE_PROXY_", "ANTHROPIC_", "CLAUDE_CODE_")):
@@ -34,17 +38,21 @@ def cli_env(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) ->
         "ANTHROPIC_BASE_URL": upstream.url,
         "ANTHROPIC_API_KEY": FAKE_KEY,
         "CLAUDE_CONFIG_DIR": str(config_dir),
+        "TMPDIR": str(session_tmp),
     })
+    tempfile.tempdir = None  # re-read TMPDIR
     try:
         yield config_dir
     finally:
         os.environ.clear()
         os.environ.update(saved)
+        tempfile.tempdir = None
 
 
 def make_settings(**overrides: object) -> Settings:
     # No ledger unless a test asks for one: tests never write to the user's home.
-    values: dict[str, object] = {"cli_max_retries": 0, "log_level": "WARNING", "usage_db": ""}
+    # No warm pool either (it starts CLIs in the background); its own tests turn it on.
+    values: dict[str, object] = {"cli_max_retries": 0, "log_level": "WARNING", "usage_db": "", "warm_pool_size": 0}
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 

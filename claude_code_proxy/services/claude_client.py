@@ -14,6 +14,7 @@ See docs/architecture.md and ../shared field notes for why each step is done thi
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import shutil
@@ -71,6 +72,7 @@ from claude_code_proxy.models.chat import (
     Completion,
 )
 from claude_code_proxy.services.admission import Admission
+from claude_code_proxy.services.warm_pool import WarmPool
 
 BackendItem = dict[str, Any] | Completion
 
@@ -378,6 +380,29 @@ def _to_anyio(monotonic_deadline: float) -> float:
     return anyio.current_time() + (monotonic_deadline - time.monotonic())
 
 
+@dataclass
+class _Prepared:
+    """A started, initialized CLI and its private directory; used for one request only."""
+
+    client: ClaudeSDKClient
+    workdir: Path
+
+
+def spawn_key(request: ChatRequest) -> str:
+    """Everything fixed when a CLI starts: processes are only ever shared by equal keys."""
+    fixed = {
+        "model": request.model,
+        "system": request.system,
+        "max_tokens": request.max_tokens,
+        "stop": request.stop_sequences,
+        "thinking": request.thinking,
+        "tools": [[t.name, t.description, t.input_schema] for t in request.tools],
+        "tool_choice": request.tool_choice,
+        "output_schema": request.output_schema,
+    }
+    return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()
+
+
 def allowed_tools(request: ChatRequest) -> frozenset[str]:
     names = {tool.upstream_name for tool in request.tools}
     if request.output_schema is not None:
@@ -442,6 +467,16 @@ class ClaudeClient:
         self._draining: float | None = None
         self.rate_limit: dict[str, Any] | None = None
         """The subscription's latest rate-limit state the CLI reported (shown by /health)."""
+        self.warm_starts = 0
+        self.pool: WarmPool[_Prepared] = WarmPool(
+            size=settings.warm_pool_size,
+            max_keys=settings.warm_pool_keys,
+            idle_seconds=settings.warm_pool_idle,
+            spawn=self._prepare,
+            dispose=self._dispose,
+            budget_left=self._budget_left,
+        )
+        self._sweeper: asyncio.Task[None] | None = None
 
     # -- options -----------------------------------------------------------
     def options(self, request: ChatRequest, workdir: Path) -> ClaudeAgentOptions:
@@ -508,26 +543,63 @@ class ClaudeClient:
             raise ServiceUnavailableError("The proxy is shutting down.", retry_after=5)
         if not self.cli_path or not os.access(self.cli_path, os.X_OK):
             raise ServiceUnavailableError(NOT_FOUND_HELP)
-        async with self.admission.slot():
-            run = self._run(request)
-            try:
-                async for item in run:
-                    yield item
-            finally:
-                await run.aclose()  # tear the CLI down now, not when garbage-collected
+        key = spawn_key(request)
+        admitted = False
+        try:
+            async with self.admission.slot():
+                admitted = True
+                run = self._run(request, key)
+                try:
+                    async for item in run:
+                        yield item
+                finally:
+                    await run.aclose()  # tear the CLI down now, not when garbage-collected
+        finally:
+            if admitted and self.pool.enabled and self._draining is None:
+                # Start the next request's process for this configuration now that this
+                # one's CLI is gone and its slot free: it competes with no answer for CPU.
+                self._start_sweeper()
+                self.pool.refill(key, request)
 
-    async def _run(self, request: ChatRequest) -> AsyncGenerator[BackendItem, None]:
-        clock = _Deadlines(self.settings, self)
+    async def _prepare(self, request: ChatRequest) -> _Prepared:
+        """Start and initialize a CLI for ``request``'s configuration (a cold start)."""
         workdir = Path(tempfile.mkdtemp(prefix="claude-proxy-"))
         (workdir / "cwd").mkdir(mode=0o700)
         (workdir / "tmp").mkdir(mode=0o700)
         client = ClaudeSDKClient(self.options(request, workdir))
         self.spawned += 1
+        prepared = _Prepared(client, workdir)
         self._clients.add(client)
+        try:
+            await client.connect()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._dispose(prepared)
+            raise
+        return prepared
+
+    async def _dispose(self, prepared: _Prepared) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._teardown(prepared.client, interrupt=True)
+            self._clients.discard(prepared.client)
+            shutil.rmtree(prepared.workdir, ignore_errors=True)
+
+    def _budget_left(self) -> int:
+        pool = self.pool
+        return self.settings.max_concurrency - self.admission.active - pool.ready_count - pool.starting_count
+
+    async def _run(self, request: ChatRequest, key: str) -> AsyncGenerator[BackendItem, None]:
+        clock = _Deadlines(self.settings, self)
+        prepared = self.pool.take(key)
+        self.warm_starts += prepared is not None
+        if prepared is None:
+            self.pool.make_room()
         state = _RunState(allowed_tools=allowed_tools(request), structured=request.output_schema is not None)
         try:
             with clock.scope() as scope:
-                await client.connect()
+                if prepared is None:
+                    prepared = await self._prepare(request)
+                client = prepared.client
                 messages = client.receive_messages().__aiter__()
                 await self._seed(client, messages, upstream_history(request), state.allowed_tools, request.model)
                 await client.query(_one(self._user(request.messages[-1], should_query=True)))
@@ -553,12 +625,10 @@ class ClaudeClient:
         except (CLIConnectionError, ClaudeSDKError):
             raise ClaudeProxyError("The Claude Code CLI exited before it finished answering.") from None
         finally:
-            with anyio.CancelScope(shield=True):
-                # The answer is complete or abandoned: nothing more is wanted from this CLI
-                # (after max_tokens it would even start continuation requests), so stop it now.
-                await self._teardown(client, interrupt=True)
-                self._clients.discard(client)
-                shutil.rmtree(workdir, ignore_errors=True)
+            # The answer is complete or abandoned: nothing more is wanted from this CLI (after
+            # max_tokens it would even start continuation requests), so stop it now. Never reused.
+            if prepared is not None:
+                await self._dispose(prepared)
 
     def begin_drain(self, grace: float) -> None:
         """Shutdown: refuse new runs, and end the running ones ``grace`` seconds from now."""
@@ -666,9 +736,16 @@ class ClaudeClient:
             status.api_key_source = info.get("apiKeySource")
         return status
 
+    def _start_sweeper(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self.pool.sweep_forever())
+
     async def aclose(self) -> None:
-        """Kill every CLI still running (server shutdown)."""
+        """Stop the warm pool and kill every CLI still running (server shutdown)."""
         with anyio.CancelScope(shield=True):
+            if self._sweeper is not None:
+                self._sweeper.cancel()
+            await self.pool.aclose()
             for client in list(self._clients):
                 await self._teardown(client, interrupt=True)
 

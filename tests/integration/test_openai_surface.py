@@ -259,8 +259,8 @@ def test_tool_history_reaches_upstream_as_tool_use_and_results(  # 20, 21, 22
     turns = client_turns(upstream.last_body)
     assert [role for role, _ in turns] == ["user", "assistant", "user"]
     assert turns[1][1] == [
-        {"type": "tool_use", "id": "call_abc_1", "name": "get_weather", "input": {"city": "Paris"}},
-        {"type": "tool_use", "id": "call_2", "name": "get_weather", "input": {"city": "Rome"}},
+        {"type": "tool_use", "id": "call_abc_1", "name": "mcp__client__get_weather", "input": {"city": "Paris"}},
+        {"type": "tool_use", "id": "call_2", "name": "mcp__client__get_weather", "input": {"city": "Rome"}},
     ]
     results = [(b["tool_use_id"], b["content"]) for b in turns[2][1] if b["type"] == "tool_result"]
     assert [tool_id for tool_id, _ in results] == ["call_abc_1", "call_2"]

@@ -106,7 +106,8 @@ def test_happy_path_json(settings: Settings) -> None:
     assert "subscription_type" in checks["login"]["details"]
     assert checks["login"]["details"]["credential_env"]["ANTHROPIC_API_KEY"] == "set"
     assert checks["config"]["details"]["changed"] == {
-        "port": settings.port, "cli_max_retries": 0, "log_level": "WARNING", "usage_db": ""
+        "port": settings.port, "cli_max_retries": 0, "log_level": "WARNING", "usage_db": "",
+        "warm_pool_size": 0,
     }
     assert checks["port"]["details"] == {"host": "127.0.0.1", "port": settings.port}
     assert checks["live"]["status"] == "skip"
