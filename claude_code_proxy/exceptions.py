@@ -1,6 +1,7 @@
 """One error hierarchy for the whole proxy.
 
     ClaudeProxyError                      500 api_error / server_error
+    ├── IsolationError                    500 (agent_isolation_violation): the CLI showed tools
     ├── InvalidRequestError               400 invalid_request_error (carries ``param``)
     │   └── RequestTooLargeError          413 request_too_large
     ├── AuthenticationError               401 authentication_error
@@ -33,6 +34,12 @@ class ClaudeProxyError(Exception):
         self.message = message
         self.param = param
         self.retry_after = retry_after
+
+
+class IsolationError(ClaudeProxyError):
+    """The CLI reported a tool or MCP server the proxy did not configure: fail closed."""
+
+    openai_code = "agent_isolation_violation"
 
 
 class InvalidRequestError(ClaudeProxyError):

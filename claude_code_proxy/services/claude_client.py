@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
+import structlog
 from claude_agent_sdk import (
     AssistantMessage,
     ClaudeAgentOptions,
@@ -55,6 +56,7 @@ from claude_code_proxy.exceptions import (
     ClaudeProxyError,
     GatewayTimeoutError,
     InvalidRequestError,
+    IsolationError,
     NotFoundError,
     NotLoggedInError,
     OverloadedError,
@@ -75,6 +77,7 @@ from claude_code_proxy.services.admission import Admission
 from claude_code_proxy.services.warm_pool import WarmPool
 
 BackendItem = dict[str, Any] | Completion
+log = structlog.get_logger(__name__)
 
 # Variables the CLI may inherit from the proxy's environment; every other variable is
 # blanked in the child (the SDK always merges os.environ, so blanking is how we remove).
@@ -327,7 +330,12 @@ def check_isolation(init: dict[str, Any], allowed_tools: frozenset[str] = frozen
     servers = {s.get("name") if isinstance(s, dict) else s for s in init.get("mcp_servers") or []}
     allowed_servers = {CLIENT_SERVER} if any(t.startswith(UPSTREAM_PREFIX) for t in allowed_tools) else set()
     if tools - allowed_tools or servers - allowed_servers:
-        raise ClaudeProxyError("The Claude Code CLI started with tools the proxy did not allow; request refused.")
+        log.warning(
+            "security.isolation_violation",
+            unexpected_tools=sorted(tools - allowed_tools)[:20],
+            unexpected_servers=sorted(str(s) for s in servers - allowed_servers)[:20],
+        )
+        raise IsolationError("The Claude Code CLI started with tools the proxy did not allow; request refused.")
 
 
 class _Deadlines:

@@ -18,7 +18,7 @@ from claude_code_proxy.api.deps import (
     parse,
 )
 from claude_code_proxy.api.sse import anthropic_event, chain, event_stream, first_item, until_disconnect
-from claude_code_proxy.exceptions import ClaudeProxyError
+from claude_code_proxy.exceptions import ClaudeProxyError, NotFoundError
 from claude_code_proxy.models.chat import ChatRequest, Completion
 from claude_code_proxy.models.requests import MessagesRequest
 from claude_code_proxy.services.claude_client import BackendItem
@@ -48,6 +48,13 @@ async def create_message(
         return await stream_message(request, items, chat, metrics)
     message, _ = await until_disconnect(request, lambda: collect_message(items, chat))
     return JSONResponse(message)
+
+
+@router.post("/v1/messages/count_tokens")
+async def count_tokens() -> Response:
+    # Intentional divergence: the Claude Code CLI has no token-counting call, and an
+    # estimate would be a made-up number; say so plainly instead.
+    raise NotFoundError("Token counting is not available through the Claude Code CLI.")
 
 
 async def stream_message(
