@@ -32,4 +32,6 @@ async def health(backend: BackendDep) -> dict[str, Any]:
         status = "not_logged_in"
     else:
         status = "ok"
-    return {"status": status, "version": __version__, "cli": cli.as_json()}
+    # The subscription's latest rate-limit state the CLI reported (None until it reports one).
+    rate_limit = getattr(backend, "rate_limit", None)
+    return {"status": status, "version": __version__, "cli": cli.as_json(), "rate_limit": rate_limit}

@@ -36,19 +36,21 @@ def dumps(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
-def anthropic_event(name: str, data: dict[str, Any]) -> ServerSentEvent:
-    return ServerSentEvent(data=dumps(data), event=name, sep=SEP)
+# Frames are encoded here, once, straight to bytes: compact JSON never contains a raw
+# newline, so one ``data:`` line always holds the whole payload (the hot path of a stream).
+def anthropic_event(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {dumps(data)}\n\n".encode()
 
 
-def openai_data(data: dict[str, Any] | str) -> ServerSentEvent:
-    return ServerSentEvent(data=data if isinstance(data, str) else dumps(data), sep=SEP)
+def openai_data(data: dict[str, Any] | str) -> bytes:
+    return f"data: {data if isinstance(data, str) else dumps(data)}\n\n".encode()
 
 
 def _ping() -> ServerSentEvent:
     return ServerSentEvent(comment="ping", sep=SEP)
 
 
-def event_stream(request: Request, frames: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
+def event_stream(request: Request, frames: AsyncIterator[bytes]) -> EventSourceResponse:
     # On shutdown, sse-starlette would cancel streams at once; give them the grace period
     # (plus a margin) so the backend's drain deadline can end them with an error event.
     grace: float = request.app.state.settings.shutdown_grace + 1.0

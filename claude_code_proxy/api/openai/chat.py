@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from sse_starlette import ServerSentEvent
 
 from claude_code_proxy.api.deps import (
     BackendDep,
@@ -66,7 +65,7 @@ async def stream_chat_completion(
 
 async def openai_frames(
     items: AsyncIterator[BackendItem], encoder: OpenAIStreamEncoder
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[bytes]:
     """Chunks, then ``[DONE]``; a failure ends with an error frame and no ``[DONE]``."""
     try:
         async for item in items:

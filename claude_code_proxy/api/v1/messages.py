@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from sse_starlette import ServerSentEvent
 
 from claude_code_proxy.api.deps import (
     BackendDep,
@@ -67,7 +66,7 @@ async def stream_message(
 
 async def anthropic_frames(
     items: AsyncIterator[BackendItem], encoder: AnthropicStreamEncoder
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[bytes]:
     try:
         async for item in items:
             frames = encoder.finish(item) if isinstance(item, Completion) else encoder.feed(item)
