@@ -12,6 +12,7 @@ import anthropic
 import httpx
 import pytest
 
+from tests.support.bodies import client_turns, texts
 from tests.support.fake_upstream import DEFAULT_TEXT, FakeUpstream
 from tests.support.procs import cli_processes, request_dirs, wait_until, zombies
 from tests.support.server import RunningServer
@@ -20,25 +21,6 @@ PNG_1PX = base64.b64encode(bytes.fromhex(
     "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
     "0000000d4944415478da63f8cfc0f01f0005000201a5f0b0e90000000049454e44ae426082"
 )).decode()
-
-
-def client_turns(body: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
-    """Upstream messages without the CLI's own reminders: (role, blocks) per turn."""
-    turns = []
-    for message in body["messages"]:
-        if message["role"] == "system":  # the CLI's environment notes on newer models
-            continue
-        content = message["content"]
-        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
-        blocks = [b for b in blocks
-                  if not (b.get("type") == "text" and b["text"].lstrip().startswith("<system-reminder>"))]
-        blocks = [{k: v for k, v in b.items() if k != "cache_control"} for b in blocks]
-        turns.append((message["role"], blocks))
-    return turns
-
-
-def texts(body: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(role, "".join(b.get("text", "") for b in blocks)) for role, blocks in client_turns(body)]
 
 
 def spawned(server: RunningServer) -> int:

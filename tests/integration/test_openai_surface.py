@@ -18,6 +18,7 @@ import pytest
 from pydantic import BaseModel
 
 from tests.conftest import make_settings
+from tests.support.bodies import client_turns, texts
 from tests.support.fake_upstream import DEFAULT_TEXT, FakeUpstream, count_tokens
 from tests.support.procs import cli_processes, wait_until
 from tests.support.server import RunningServer, serve
@@ -43,25 +44,6 @@ def openai_client(server: RunningServer) -> openai.OpenAI:
 def async_client(server: RunningServer) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"{server.url}/openai/v1", api_key="anything", max_retries=0,
                               _strict_response_validation=True)
-
-
-def client_turns(body: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
-    """Upstream messages without the CLI's own notes and reminders: (role, blocks) per turn."""
-    turns = []
-    for message in body["messages"]:
-        if message["role"] == "system":  # the CLI's environment notes on newer models
-            continue
-        content = message["content"]
-        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
-        blocks = [b for b in blocks
-                  if not (b.get("type") == "text" and b["text"].lstrip().startswith("<system-reminder>"))]
-        blocks = [{k: v for k, v in b.items() if k != "cache_control"} for b in blocks]
-        turns.append((message["role"], blocks))
-    return turns
-
-
-def texts(body: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(role, "".join(b.get("text", "") for b in blocks)) for role, blocks in client_turns(body)]
 
 
 def system_text(body: dict[str, Any]) -> str:
