@@ -9,7 +9,7 @@ import structlog
 from fastapi import FastAPI
 
 from claude_code_proxy import __version__
-from claude_code_proxy.api import errors, health, openai, usage
+from claude_code_proxy.api import errors, health, metrics_route, openai, usage
 from claude_code_proxy.api.context import RequestContextMiddleware
 from claude_code_proxy.api.security import SecurityMiddleware
 from claude_code_proxy.api.v1 import messages, models
@@ -19,6 +19,7 @@ from claude_code_proxy.services.claude_client import ClaudeBackend, ClaudeClient
 from claude_code_proxy.services.ledger import UsageLedger, UsageRecord
 from claude_code_proxy.services.metrics import Recorder, RequestMetrics
 from claude_code_proxy.services.model_catalog import ModelCatalog
+from claude_code_proxy.services.prometheus import ProxyMetrics
 
 log = structlog.get_logger("claude_code_proxy")
 
@@ -50,16 +51,20 @@ def create_app(settings: Settings | None = None, backend: ClaudeBackend | None =
     app.state.catalog = ModelCatalog(settings.models, settings.model_aliases, settings.default_model)
 
     app.state.ledger = UsageLedger(settings.usage_db, settings.usage_retention_days)
+    # Prometheus: per-app registry; its recorder runs beside the ledger's (docs/observability.md).
+    app.state.prom = ProxyMetrics(backend=lambda: app.state.backend)
 
     errors.install(app)
     # Middleware added last runs first: context (request id, metrics), then the guards.
     app.add_middleware(SecurityMiddleware, settings=settings)
-    app.add_middleware(RequestContextMiddleware, recorders=lambda: [ledger_recorder(app.state.ledger)])
+    app.add_middleware(RequestContextMiddleware,
+                       recorders=lambda: [ledger_recorder(app.state.ledger), app.state.prom.record])
     app.include_router(messages.router)
     app.include_router(models.router)
     app.include_router(openai.router)
     app.include_router(usage.router)
     app.include_router(health.router)
+    app.include_router(metrics_route.router)
 
     return app
 

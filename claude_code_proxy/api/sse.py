@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import anyio
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from claude_code_proxy.exceptions import ClaudeProxyError
 
@@ -138,3 +139,25 @@ __all__ = [
     "openai_data",
     "until_disconnect",
 ]
+
+
+async def respond(
+    request: Request,
+    items: AsyncIterator[Any],
+    *,
+    stream: bool,
+    frames: Callable[[AsyncIterator[Any]], AsyncIterator[bytes]],
+    collect: Callable[[AsyncIterator[Any]], Awaitable[dict[str, Any]]],
+) -> Response:
+    """The one way both surfaces answer: a stream of ``frames``, or the ``collect``ed body.
+
+    A stream starts only once the first item is in (so early failures keep their status);
+    either way the run is cancelled if the client leaves.
+    """
+    metrics = request.state.metrics
+    if stream:
+        first = await first_item(request, items)
+        metrics.stream_started = True
+        return event_stream(request, frames(chain(first, items)))
+    body = await until_disconnect(request, lambda: collect(items))
+    return JSONResponse(body)

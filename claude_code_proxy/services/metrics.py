@@ -78,6 +78,7 @@ class RequestMetrics:
                 ttft_ms=self.ttft_ms, input_tokens=self.usage.get("input_tokens", 0),
                 output_tokens=self.usage.get("output_tokens", 0),
                 cache_read_tokens=self.usage.get("cache_read_input_tokens", 0),
+                cache_creation_tokens=self.usage.get("cache_creation_input_tokens", 0),
                 cost_usd=self.cost_usd, error=self.error_kind, client=self.client,
             )
         log.info("request", **fields)

@@ -16,13 +16,15 @@ def tool_names(chat: ChatRequest) -> dict[str, str]:
     return {tool.upstream_name: tool.name for tool in chat.tools}
 
 
-async def collect_message(items: AsyncIterator[BackendItem], chat: ChatRequest) -> tuple[dict[str, Any], Completion]:
+async def collect_message(
+    items: AsyncIterator[BackendItem], tool_names: dict[str, str]
+) -> tuple[dict[str, Any], Completion]:
     """The whole answer as an Anthropic Message, and how the run completed.
 
     ``items`` (a backend run) is closed before returning, so its CLI is gone and its
     temporary directory removed by the time the client gets the answer.
     """
-    accumulator = MessageAccumulator(tool_names(chat))
+    accumulator = MessageAccumulator(tool_names)
     try:
         async for item in items:
             if isinstance(item, Completion):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import structlog
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from claude_code_proxy.api.deps import (
     BackendDep,
@@ -18,7 +19,7 @@ from claude_code_proxy.api.deps import (
     json_object,
     parse,
 )
-from claude_code_proxy.api.sse import chain, event_stream, first_item, openai_data, until_disconnect
+from claude_code_proxy.api.sse import openai_data, respond
 from claude_code_proxy.exceptions import ClaudeProxyError
 from claude_code_proxy.models.chat import Completion
 from claude_code_proxy.models.openai_models import ChatCompletionRequest
@@ -44,23 +45,19 @@ async def create_chat_completion(
     chat = from_openai(body, catalog.resolve(body.model), settings.default_max_tokens)
     check_max_tokens(settings, chat.max_tokens, "max_completion_tokens" if body.max_completion_tokens else "max_tokens")
     metrics.model_used = chat.model
-    items = observe(backend.run(chat), metrics)
-    if body.stream:
+    names = tool_names(chat)
+
+    async def collect(items: AsyncIterator[BackendItem]) -> dict[str, Any]:
+        message, _ = await collect_message(items, names)
         # The response names the model the client asked for, as OpenAI does.
-        encoder = OpenAIStreamEncoder(body.model, body.include_usage, tool_names(chat))
-        return await stream_chat_completion(request, items, encoder, metrics)
-    message, _ = await until_disconnect(request, lambda: collect_message(items, chat))
-    return JSONResponse(
-        to_chat_completion(message, model=body.model, completion_id=new_completion_id(), created=int(time.time()))
+        return to_chat_completion(message, model=body.model, completion_id=new_completion_id(),
+                                  created=int(time.time()))
+
+    return await respond(
+        request, observe(backend.run(chat), metrics), stream=bool(body.stream),
+        frames=lambda items: openai_frames(items, OpenAIStreamEncoder(body.model, body.include_usage, names)),
+        collect=collect,
     )
-
-
-async def stream_chat_completion(
-    request: Request, items: AsyncIterator[BackendItem], encoder: OpenAIStreamEncoder, metrics: RequestMetrics
-) -> Response:
-    first = await first_item(request, items)
-    metrics.stream_started = True
-    return event_stream(request, openai_frames(chain(first, items), encoder))
 
 
 async def openai_frames(

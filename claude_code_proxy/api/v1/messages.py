@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from claude_code_proxy.api.deps import (
     BackendDep,
@@ -16,9 +17,9 @@ from claude_code_proxy.api.deps import (
     json_object,
     parse,
 )
-from claude_code_proxy.api.sse import anthropic_event, chain, event_stream, first_item, until_disconnect
+from claude_code_proxy.api.sse import anthropic_event, respond
 from claude_code_proxy.exceptions import ClaudeProxyError, NotFoundError
-from claude_code_proxy.models.chat import ChatRequest, Completion
+from claude_code_proxy.models.chat import Completion
 from claude_code_proxy.models.requests import MessagesRequest
 from claude_code_proxy.services.claude_client import BackendItem
 from claude_code_proxy.services.metrics import RequestMetrics, observe
@@ -42,11 +43,16 @@ async def create_message(
     metrics.model_requested, metrics.stream = body.model, body.stream
     chat = from_anthropic(body, catalog.resolve(body.model))
     metrics.model_used = chat.model
-    items = observe(backend.run(chat), metrics)
-    if body.stream:
-        return await stream_message(request, items, chat, metrics)
-    message, _ = await until_disconnect(request, lambda: collect_message(items, chat))
-    return JSONResponse(message)
+    names = tool_names(chat)
+
+    async def collect(items: AsyncIterator[BackendItem]) -> dict[str, Any]:
+        message, _ = await collect_message(items, names)
+        return message
+
+    return await respond(
+        request, observe(backend.run(chat), metrics), stream=body.stream,
+        frames=lambda items: anthropic_frames(items, AnthropicStreamEncoder(names)), collect=collect,
+    )
 
 
 @router.post("/v1/messages/count_tokens")
@@ -54,14 +60,6 @@ async def count_tokens() -> Response:
     # Intentional divergence: the Claude Code CLI has no token-counting call, and an
     # estimate would be a made-up number; say so plainly instead.
     raise NotFoundError("Token counting is not available through the Claude Code CLI.")
-
-
-async def stream_message(
-    request: Request, items: AsyncIterator[BackendItem], chat: ChatRequest, metrics: RequestMetrics
-) -> Response:
-    first = await first_item(request, items)
-    metrics.stream_started = True
-    return event_stream(request, anthropic_frames(chain(first, items), AnthropicStreamEncoder(tool_names(chat))))
 
 
 async def anthropic_frames(
