@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import ipaddress
 import os
+import signal
 import sys
 from collections.abc import Callable
 from contextlib import suppress
@@ -110,6 +111,11 @@ class DrainingServer(_UvicornServer):
                 # A signal handler must not touch the loop's state directly.
                 asyncio.get_event_loop().call_soon_threadsafe(self._on_exit)
         super().handle_exit(sig, frame)
+        # uvicorn re-raises a captured SIGTERM after its graceful shutdown, which makes the
+        # process die "killed by SIGTERM"; a completed drain is a clean exit (status 0).
+        captured = getattr(self, "_captured_signals", None)
+        if isinstance(captured, list) and sig == signal.SIGTERM:
+            captured[:] = [s for s in captured if s != signal.SIGTERM]
 
 
 def main(argv: list[str] | None = None) -> int:

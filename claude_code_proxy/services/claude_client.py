@@ -384,8 +384,12 @@ class _Deadlines:
 
 
 def _to_anyio(monotonic_deadline: float) -> float:
-    """anyio deadlines are on the event loop's clock; ours are time.monotonic()."""
-    return anyio.current_time() + (monotonic_deadline - time.monotonic())
+    """anyio deadlines are on the event loop's clock; ours are time.monotonic().
+
+    The loop's own clock is read directly: this also runs in plain loop callbacks (the
+    shutdown signal), where anyio cannot tell which async library is running.
+    """
+    return asyncio.get_running_loop().time() + (monotonic_deadline - time.monotonic())
 
 
 @dataclass
