@@ -33,8 +33,11 @@ SEP = "\n"
 PING_SECONDS = 15
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def dumps(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(data)
 
 
 # Frames are encoded here, once, straight to bytes: compact JSON never contains a raw

@@ -339,7 +339,12 @@ def check_isolation(init: dict[str, Any], allowed_tools: frozenset[str] = frozen
 
 
 class _Deadlines:
-    """The three deadlines of a run (first event, idle gap, total) plus a shutdown drain."""
+    """The three deadlines of a run (first event, idle gap, total) plus a shutdown drain.
+
+    Deadlines are kept as plain floats on the loop's clock; the error for one is built only
+    when it fires.  The message loop waits under ``asyncio.timeout_at`` (a timer handle, no
+    cancel scope per event), and a shutdown pulls every active timeout forward.
+    """
 
     def __init__(self, settings: Settings, owner: ClaudeClient) -> None:
         now = time.monotonic()
@@ -352,25 +357,29 @@ class _Deadlines:
     def event(self) -> None:
         self.last_event = time.monotonic()
 
-    def _next(self) -> tuple[float, ClaudeProxyError]:
-        gap: tuple[float, ClaudeProxyError]
+    def deadline(self) -> float:
+        gap = self.first if self.last_event is None else self.last_event + self.settings.idle_timeout
+        deadline = min(gap, self.total)
+        draining = self.owner._draining
+        return deadline if draining is None else min(deadline, draining)
+
+    def error(self) -> ClaudeProxyError:
+        """The error of the deadline that passed."""
+        now = time.monotonic()
+        draining = self.owner._draining
+        if draining is not None and draining <= now:
+            return ServiceUnavailableError("The proxy is shutting down; the answer was cut short.", retry_after=5)
+        if self.total <= now:
+            return GatewayTimeoutError(f"The request took longer than {self.settings.request_timeout:g} s.")
         if self.last_event is None:
-            gap = (self.first, GatewayTimeoutError(
-                f"The model did not start answering within {self.settings.first_event_timeout:g} s."))
-        else:
-            gap = (self.last_event + self.settings.idle_timeout, GatewayTimeoutError(
-                f"The answer stalled for more than {self.settings.idle_timeout:g} s."))
-        options: list[tuple[float, ClaudeProxyError]] = [gap, (self.total, GatewayTimeoutError(
-            f"The request took longer than {self.settings.request_timeout:g} s."))]
-        if self.owner._draining is not None:
-            options.append((self.owner._draining, ServiceUnavailableError(
-                "The proxy is shutting down; the answer was cut short.", retry_after=5)))
-        return min(options, key=lambda option: option[0])
+            return GatewayTimeoutError(
+                f"The model did not start answering within {self.settings.first_event_timeout:g} s.")
+        return GatewayTimeoutError(f"The answer stalled for more than {self.settings.idle_timeout:g} s.")
 
     @contextmanager
     def scope(self) -> Iterator[anyio.CancelScope]:
-        deadline, _ = self._next()
-        with anyio.CancelScope(deadline=_to_anyio(deadline)) as scope:
+        """A cancel scope for the start-up phase (connect, history), once per run."""
+        with anyio.CancelScope(deadline=_to_anyio(self.deadline())) as scope:
             self.owner._scopes.add(scope)
             try:
                 yield scope
@@ -380,7 +389,23 @@ class _Deadlines:
     def check(self, scope: anyio.CancelScope) -> None:
         """Raise the right error if ``scope`` ended because a deadline passed."""
         if scope.cancelled_caught:
-            raise self._next()[1]
+            raise self.error()
+
+    async def next_message(self, messages: AsyncIterator[Any]) -> Any:
+        """The CLI's next message, or the error of whichever deadline passes first."""
+        timeout = asyncio.timeout_at(_to_anyio(self.deadline()))
+        timeouts = self.owner._timeouts
+        try:
+            async with timeout:
+                timeouts.add(timeout)
+                try:
+                    return await messages.__anext__()
+                finally:
+                    timeouts.discard(timeout)
+        except TimeoutError:
+            if timeout.expired():
+                raise self.error() from None
+            raise
 
 
 def _to_anyio(monotonic_deadline: float) -> float:
@@ -476,6 +501,8 @@ class ClaudeClient:
         self.admission = Admission(settings.max_concurrency, settings.queue_size, settings.queue_timeout)
         self._clients: set[ClaudeSDKClient] = set()
         self._scopes: set[anyio.CancelScope] = set()
+        self._timeouts: set[asyncio.Timeout] = set()
+        self._cleanups: set[asyncio.Task[None]] = set()
         self._draining: float | None = None
         self.rate_limit: dict[str, Any] | None = None
         """The subscription's latest rate-limit state the CLI reported (shown by /health)."""
@@ -590,6 +617,19 @@ class ClaudeClient:
             raise
         return prepared
 
+    def _release(self, prepared: _Prepared) -> None:
+        """End a used CLI: killed now, cleaned up (SDK close, directory) in the background.
+
+        The answer is not held back by the cleanup; shutdown waits for it.
+        """
+        process = getattr(getattr(prepared.client, "_transport", None), "_process", None)
+        if process is not None and process.returncode is None:
+            with suppress(Exception):
+                process.kill()
+        task = asyncio.get_running_loop().create_task(self._dispose(prepared))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
     async def _dispose(self, prepared: _Prepared) -> None:
         with anyio.CancelScope(shield=True):
             await self._teardown(prepared.client, interrupt=True)
@@ -617,12 +657,10 @@ class ClaudeClient:
                 await client.query(_one(self._user(request.messages[-1], should_query=True)))
             clock.check(scope)
             while not state.done:
-                with clock.scope() as scope:
-                    try:
-                        message = await messages.__anext__()
-                    except StopAsyncIteration:
-                        raise ClaudeProxyError("The Claude Code CLI exited before it finished answering.") from None
-                clock.check(scope)
+                try:
+                    message = await clock.next_message(messages)
+                except StopAsyncIteration:
+                    raise ClaudeProxyError("The Claude Code CLI exited before it finished answering.") from None
                 if isinstance(message, StreamEvent):
                     clock.event()
                 elif isinstance(message, RateLimitEvent):
@@ -640,13 +678,17 @@ class ClaudeClient:
             # The answer is complete or abandoned: nothing more is wanted from this CLI (after
             # max_tokens it would even start continuation requests), so stop it now. Never reused.
             if prepared is not None:
-                await self._dispose(prepared)
+                self._release(prepared)
 
     def begin_drain(self, grace: float) -> None:
         """Shutdown: refuse new runs, and end the running ones ``grace`` seconds from now."""
         self._draining = time.monotonic() + grace
+        drain_at = _to_anyio(self._draining)
         for scope in list(self._scopes):
-            scope.deadline = min(scope.deadline, _to_anyio(self._draining))
+            scope.deadline = min(scope.deadline, drain_at)
+        for timeout in list(self._timeouts):
+            when = timeout.when()
+            timeout.reschedule(drain_at if when is None else min(when, drain_at))
 
     @staticmethod
     def _user(message: dict[str, Any], *, should_query: bool) -> dict[str, Any]:
@@ -760,6 +802,8 @@ class ClaudeClient:
             await self.pool.aclose()
             for client in list(self._clients):
                 await self._teardown(client, interrupt=True)
+            if self._cleanups:
+                await asyncio.wait(list(self._cleanups), timeout=10)
 
 
 async def _capture(argv: list[str], env: dict[str, str]) -> tuple[int, str]:

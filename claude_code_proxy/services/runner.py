@@ -21,8 +21,8 @@ async def collect_message(
 ) -> tuple[dict[str, Any], Completion]:
     """The whole answer as an Anthropic Message, and how the run completed.
 
-    ``items`` (a backend run) is closed before returning, so its CLI is gone and its
-    temporary directory removed by the time the client gets the answer.
+    ``items`` (a backend run) is closed before returning: its CLI has been killed by the
+    time the client gets the answer (its directory is removed just after, off the path).
     """
     accumulator = MessageAccumulator(tool_names)
     try:

@@ -29,8 +29,8 @@ HERE = {here!r}
 with open(os.path.join(HERE, "spawns.log"), "a") as f:
     f.write(json.dumps(sys.argv[1:]) + "\n")
 
-if MODE == "version" or "--version" in sys.argv:
-    print("9.9.9 (Claude Code)")
+if MODE == "version" or "--version" in sys.argv or "-v" in sys.argv:
+    print("2.1.330 (Claude Code)")
     sys.exit(0)
 if len(sys.argv) > 2 and sys.argv[1] == "auth":
     print(json.dumps({{"loggedIn": True, "authMethod": "api_key"}}))
