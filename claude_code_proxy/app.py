@@ -53,6 +53,9 @@ def create_app(settings: Settings | None = None, backend: ClaudeBackend | None =
     app.state.ledger = UsageLedger(settings.usage_db, settings.usage_retention_days)
     # Prometheus: per-app registry; its recorder runs beside the ledger's (docs/observability.md).
     app.state.prom = ProxyMetrics(backend=lambda: app.state.backend)
+    if hasattr(app.state.backend, "on_warm"):
+        prom = app.state.prom
+        app.state.backend.on_warm = lambda hit, model: prom.warm_hit(model) if hit else prom.warm_miss(model)
 
     errors.install(app)
     # Middleware added last runs first: context (request id, metrics), then the guards.

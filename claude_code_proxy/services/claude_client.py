@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -507,6 +507,8 @@ class ClaudeClient:
         self.rate_limit: dict[str, Any] | None = None
         """The subscription's latest rate-limit state the CLI reported (shown by /health)."""
         self.warm_starts = 0
+        self.on_warm: Callable[[bool, str], None] | None = None
+        """Told of every warm-pool hit (True) or miss (False), with the model (metrics)."""
         self.pool: WarmPool[_Prepared] = WarmPool(
             size=settings.warm_pool_size,
             max_keys=settings.warm_pool_keys,
@@ -644,6 +646,8 @@ class ClaudeClient:
         clock = _Deadlines(self.settings, self)
         prepared = self.pool.take(key)
         self.warm_starts += prepared is not None
+        if self.on_warm is not None and self.pool.enabled:
+            self.on_warm(prepared is not None, request.model)
         if prepared is None:
             self.pool.make_room()
         state = _RunState(allowed_tools=allowed_tools(request), structured=request.output_schema is not None)

@@ -21,6 +21,7 @@ from claude_code_proxy.models.chat import Completion
 
 log = structlog.get_logger("claude_code_proxy")
 Recorder = Callable[["RequestMetrics"], None]
+QUIET_ROUTES = frozenset({"/health", "/health/live", "/metrics"})
 
 
 @dataclass
@@ -70,7 +71,7 @@ class RequestMetrics:
         self.duration_ms = round((time.perf_counter() - self.started) * 1000, 1)
         fields: dict[str, Any] = {
             "request_id": self.request_id, "method": self.method, "route": self.route, "status": status,
-            "duration_ms": self.duration_ms,
+            "duration_ms": self.duration_ms, "surface": self.surface, "error": self.error_kind,
         }
         if self.is_model_call:
             fields.update(
@@ -79,9 +80,12 @@ class RequestMetrics:
                 output_tokens=self.usage.get("output_tokens", 0),
                 cache_read_tokens=self.usage.get("cache_read_input_tokens", 0),
                 cache_creation_tokens=self.usage.get("cache_creation_input_tokens", 0),
-                cost_usd=self.cost_usd, error=self.error_kind, client=self.client,
+                cost_usd=self.cost_usd, client=self.client,
             )
-        log.info("request", **fields)
+        if self.route in QUIET_ROUTES and status < 400:
+            log.debug("request", **fields)  # health checks and scrapes would flood the log
+        else:
+            log.info("request", **fields)
         for recorder in self.recorders:
             try:
                 recorder(self)

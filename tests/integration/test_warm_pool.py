@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx
 import pytest
 
 from tests.conftest import make_settings
@@ -121,3 +122,12 @@ def test_streaming_warm_start_has_the_same_answer(pooled: RunningServer) -> None
         text = "".join(stream.text_stream)
     assert text == "hello"
     assert backend(pooled).warm_starts == 1
+
+
+def test_hits_and_misses_reach_metrics(pooled: RunningServer) -> None:
+    ask(pooled)
+    assert wait_until(lambda: backend(pooled).pool.ready_count == 1, timeout=10)
+    ask(pooled)
+    text = httpx.get(f"{pooled.url}/metrics").text
+    assert 'claude_proxy_warm_pool_hits_total{model="sonnet"} 1.0' in text
+    assert 'claude_proxy_warm_pool_misses_total{model="sonnet"} 1.0' in text
