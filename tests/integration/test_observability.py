@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import make_settings
-from tests.support.fake_cli_ratelimit import make_ratelimit_cli
+from tests.support.fake_cli import make_ratelimit_cli
 from tests.support.proxy_process import proxy_process
 from tests.support.server import RunningServer, serve
 

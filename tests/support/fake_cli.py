@@ -11,6 +11,12 @@ stream-json protocol (initialize, gated history, one answer) and misbehaves as a
     retry_forever      api_retry system messages, never an answer
     init_with_tools    reports a Bash tool and an MCP server at init
     slow               ten deltas 0.3 s apart
+    ratelimit_warning  a rate_limit_event (allowed_warning, 80 % used), then a normal answer
+    ratelimit_rejected a rate_limit_event (rejected), then a 429 error result
+
+(The real CLI sends rate_limit_event only when upstream answers with subscription
+rate-limit headers, which the fake upstream does not.)  The ratelimit modes log in as a
+claude.ai ``max`` subscriber.
 
 It appends one line per spawn (its argv) to ``spawns.log`` beside it, and one per user
 message it receives to ``prompts.log``.
@@ -19,6 +25,7 @@ message it receives to ``prompts.log``.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 SCRIPT = r'''
@@ -26,6 +33,7 @@ import json, os, sys, time, uuid
 
 MODE = {mode!r}
 HERE = {here!r}
+RESETS_AT = {resets_at!r}
 with open(os.path.join(HERE, "spawns.log"), "a") as f:
     f.write(json.dumps(sys.argv[1:]) + "\n")
 
@@ -33,7 +41,10 @@ if MODE == "version" or "--version" in sys.argv or "-v" in sys.argv:
     print("2.1.330 (Claude Code)")
     sys.exit(0)
 if len(sys.argv) > 2 and sys.argv[1] == "auth":
-    print(json.dumps({{"loggedIn": True, "authMethod": "api_key"}}))
+    if MODE.startswith("ratelimit"):
+        print(json.dumps({{"loggedIn": True, "authMethod": "claude.ai", "subscriptionType": "max"}}))
+    else:
+        print(json.dumps({{"loggedIn": True, "authMethod": "api_key"}}))
     sys.exit(0)
 
 SID = "fake-session"
@@ -66,6 +77,11 @@ def deltas(n, delay=0.0):
         if delay:
             time.sleep(delay)
         event({{"type": "content_block_delta", "index": 0, "delta": {{"type": "text_delta", "text": f"tok{{i}} "}}}})
+
+def rate_limit(status, utilization):
+    out({{"type": "rate_limit_event", "uuid": str(uuid.uuid4()), "session_id": SID,
+         "rate_limit_info": {{"status": status, "resetsAt": RESETS_AT, "rateLimitType": "five_hour",
+                              "utilization": utilization}}}})
 
 def finish():
     event({{"type": "content_block_stop", "index": 0}})
@@ -117,16 +133,31 @@ for line in sys.stdin:
     elif MODE == "slow":
         deltas(10, delay=0.3)
         finish()
+    elif MODE == "ratelimit_rejected":
+        rate_limit("rejected", 1.0)
+        result(is_error=True, api_error_status=429, result="API Error: 429 rate limit reached",
+               usage={{"input_tokens": 0, "output_tokens": 0}})
+    elif MODE == "ratelimit_warning":
+        rate_limit("allowed_warning", 0.8)
+        deltas(3)
+        event({{"type": "content_block_stop", "index": 0}})
+        event({{"type": "message_delta", "delta": {{"stop_reason": "end_turn", "stop_sequence": None}},
+               "usage": {{"output_tokens": 3}}}})
+        event({{"type": "message_stop"}})
+        result(total_cost_usd=0.0001)
     else:
         deltas(3)
         finish()
 '''
 
 
-def make_fake_cli(directory: Path, mode: str) -> Path:
+RESETS_IN = 3600
+
+
+def make_fake_cli(directory: Path, mode: str, resets_at: int = 0) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "claude"
-    body = SCRIPT.format(mode=mode, here=str(directory))
+    body = SCRIPT.format(mode=mode, here=str(directory), resets_at=resets_at)
     path.write_text(f"#!{sys.executable}\n{body}")
     path.chmod(0o755)
     return path
@@ -142,3 +173,9 @@ def spawn_count(directory: Path) -> int:
 def prompts(directory: Path) -> list[str]:
     log = directory / "prompts.log"
     return log.read_text().splitlines() if log.exists() else []
+
+
+def make_ratelimit_cli(directory: Path, mode: str = "warning") -> tuple[Path, int]:
+    """A fake CLI in a ratelimit mode; its path and the reset time (epoch s) it reports."""
+    resets_at = int(time.time()) + RESETS_IN
+    return make_fake_cli(directory, f"ratelimit_{mode}", resets_at), resets_at
