@@ -36,3 +36,9 @@ def configure(level: str = "INFO", fmt: str = "console") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    # The SDK logs through the standard library, with the CLI's stderr in its messages
+    # (and a "fatal error" each time the proxy kills a finished CLI on purpose). The proxy
+    # reports every failure itself, with metadata only: keep the SDK's own log quiet.
+    sdk = logging.getLogger("claude_agent_sdk")
+    sdk.setLevel(logging.CRITICAL + 1)
+    sdk.propagate = False

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +77,8 @@ from claude_code_proxy.services.admission import Admission
 from claude_code_proxy.services.warm_pool import WarmPool
 
 BackendItem = dict[str, Any] | Completion
+AFTER_RESPONSE_S = 0.03
+"""How long after an answer its cleanup and the next warm start begin."""
 log = structlog.get_logger(__name__)
 
 # Variables the CLI may inherit from the proxy's environment; every other variable is
@@ -503,6 +505,7 @@ class ClaudeClient:
         self._scopes: set[anyio.CancelScope] = set()
         self._timeouts: set[asyncio.Timeout] = set()
         self._cleanups: set[asyncio.Task[None]] = set()
+        self._pending: set[asyncio.TimerHandle] = set()
         self._draining: float | None = None
         self.rate_limit: dict[str, Any] | None = None
         """The subscription's latest rate-limit state the CLI reported (shown by /health)."""
@@ -597,10 +600,10 @@ class ClaudeClient:
                     await run.aclose()  # tear the CLI down now, not when garbage-collected
         finally:
             if admitted and self.pool.enabled and self._draining is None:
-                # Start the next request's process for this configuration now that this
-                # one's CLI is gone and its slot free: it competes with no answer for CPU.
+                # Start the next request's process for this configuration once this answer
+                # is out and its slot free: it competes with no answer for CPU.
                 self._start_sweeper()
-                self.pool.refill(key, request)
+                asyncio.get_running_loop().call_later(AFTER_RESPONSE_S, self._refill, key, request)
 
     async def _prepare(self, request: ChatRequest) -> _Prepared:
         """Start and initialize a CLI for ``request``'s configuration (a cold start)."""
@@ -628,9 +631,24 @@ class ClaudeClient:
         if process is not None and process.returncode is None:
             with suppress(Exception):
                 process.kill()
-        task = asyncio.get_running_loop().create_task(self._dispose(prepared))
-        self._cleanups.add(task)
-        task.add_done_callback(self._cleanups.discard)
+        self._later(self._dispose(prepared))
+
+    def _later(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` shortly, after the current answer has been written out.
+
+        Cleanup and warm starts do synchronous work on the event loop (a process spawn is a
+        fork and exec); started at once they would delay the response by ~10 ms.
+        """
+        loop = asyncio.get_running_loop()
+
+        def start() -> None:
+            task = loop.create_task(work)
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
+
+        handle = loop.call_later(AFTER_RESPONSE_S, start)
+        self._pending.add(handle)
+        loop.call_later(AFTER_RESPONSE_S, self._pending.discard, handle)
 
     async def _dispose(self, prepared: _Prepared) -> None:
         with anyio.CancelScope(shield=True):
@@ -794,6 +812,10 @@ class ClaudeClient:
             status.api_key_source = info.get("apiKeySource")
         return status
 
+    def _refill(self, key: str, request: ChatRequest) -> None:
+        if self._draining is None:
+            self.pool.refill(key, request)
+
     def _start_sweeper(self) -> None:
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self.pool.sweep_forever())
@@ -806,6 +828,7 @@ class ClaudeClient:
             await self.pool.aclose()
             for client in list(self._clients):
                 await self._teardown(client, interrupt=True)
+            await asyncio.sleep(AFTER_RESPONSE_S * 2)  # let scheduled cleanups start
             if self._cleanups:
                 await asyncio.wait(list(self._cleanups), timeout=10)
 
