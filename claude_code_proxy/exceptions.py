@@ -122,3 +122,7 @@ class GatewayTimeoutError(ClaudeProxyError):
 def openai_status(error: ClaudeProxyError) -> int:
     """The status the OpenAI surface uses: 529 is not an OpenAI status, 503 is."""
     return getattr(error, "openai_status_code", error.status_code)
+
+
+class ClientDisconnectedError(Exception):
+    """The client went away before the answer was ready (not an API error: nobody to tell)."""

@@ -19,6 +19,9 @@ def escape(value: str, limit: int = 256) -> str:
     return cleaned[:limit]
 
 
+_HANDLER = "claude-code-proxy"
+
+
 def configure(level: str = "INFO", fmt: str = "console") -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -42,3 +45,18 @@ def configure(level: str = "INFO", fmt: str = "console") -> None:
     sdk = logging.getLogger("claude_agent_sdk")
     sdk.setLevel(logging.CRITICAL + 1)
     sdk.propagate = False
+    # Everything else that logs through the standard library (uvicorn, asyncio) is rendered
+    # the same way as the proxy's own lines, so a JSON log stays JSON.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_HANDLER)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        foreign_pre_chain=[structlog.processors.add_log_level,
+                           structlog.processors.TimeStamper(fmt="iso", utc=True)],
+    ))
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if h.get_name() != _HANDLER] + [handler]
+    root.setLevel(max(logging.getLevelName(level), logging.INFO))
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True

@@ -48,6 +48,8 @@ async def json_object(request: Request) -> dict[str, Any]:
         raise InvalidRequestError("The request body is not valid UTF-8.") from None
     except ValueError as exc:
         raise InvalidRequestError(f"The request body is not valid JSON: {exc.args[0][:200]}") from None
+    except RecursionError:
+        raise InvalidRequestError("The request body is nested too deeply.") from None
     if not isinstance(body, dict):
         raise InvalidRequestError("The request body must be a JSON object.")
     return body

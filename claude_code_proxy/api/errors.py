@@ -15,13 +15,14 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from claude_code_proxy.exceptions import (
     AuthenticationError,
     ClaudeProxyError,
+    ClientDisconnectedError,
     InvalidRequestError,
     NotFoundError,
     openai_status,
@@ -137,6 +138,14 @@ def install(app: FastAPI) -> None:
             error = ClaudeProxyError(str(exc.detail))
             error.status_code = exc.status_code
         return _render(request, error)
+
+    @app.exception_handler(ClientDisconnectedError)
+    async def _gone(request: Request, exc: ClientDisconnectedError) -> Response:
+        # Nobody is listening any more; 499 (nginx's "client closed request") marks it in logs.
+        metrics = getattr(request.state, "metrics", None)
+        if metrics is not None and metrics.error_kind is None:
+            metrics.fail("client_disconnected")
+        return Response(status_code=499)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -26,7 +26,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from claude_code_proxy.exceptions import ClaudeProxyError
+from claude_code_proxy.exceptions import ClaudeProxyError, ClientDisconnectedError
 
 T = TypeVar("T")
 SEP = "\n"
@@ -67,10 +67,6 @@ def event_stream(request: Request, frames: AsyncIterator[bytes]) -> EventSourceR
         shutdown_grace_period=grace,
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
-
-
-class ClientDisconnectedError(Exception):
-    """The client went away before the answer was ready."""
 
 
 async def until_disconnect(request: Request, work: Callable[[], Awaitable[T]]) -> T:

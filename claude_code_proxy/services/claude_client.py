@@ -124,6 +124,11 @@ LOGIN_HELP = (
 )
 
 
+def cli_usable(path: str | None) -> bool:
+    """An executable file (a directory passes the X_OK test too)."""
+    return path is not None and os.path.isfile(path) and os.access(path, os.X_OK)
+
+
 def child_env(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
     """The environment overrides that turn the proxy's env into the child's allow-list."""
     blanked = {
@@ -283,6 +288,10 @@ class _RunState:
     def _error(self, result: Any) -> ClaudeProxyError:
         status = result.api_error_status or self.retry_status
         text = (self.error_text or result.result or "").strip()
+        if status is None and ("not logged in" in text.lower() or "/login" in text):
+            # No credentials at all: the CLI calls this authentication_failed too, but
+            # nothing was rejected upstream; the fix is to log in.
+            return NotLoggedInError(LOGIN_HELP)
         if status == 429 or self.error_kind == "rate_limit":
             retry_after = self.retry_delay_s
             resets_at = (self.rate_limit or {}).get("resets_at")
@@ -486,6 +495,10 @@ async def _defer_tool_call(input_data: HookInput, tool_use_id: str | None, conte
     return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "defer"}}
 
 
+def _drop_stderr(line: str) -> None:
+    log.debug("cli.stderr", chars=len(line))
+
+
 async def _one(message: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
     yield message
 
@@ -579,13 +592,15 @@ class ClaudeClient:
             cwd=str(workdir / "cwd"),
             env=env,
             extra_args={"no-session-persistence": None, "restricted": None},
+            # Piped, never printed: the CLI's stderr can hold paths, tokens or prompt text.
+            stderr=_drop_stderr,
         )
 
     # -- running -----------------------------------------------------------
     async def run(self, request: ChatRequest) -> AsyncIterator[BackendItem]:
         if self._draining is not None:
             raise ServiceUnavailableError("The proxy is shutting down.", retry_after=5)
-        if not self.cli_path or not os.access(self.cli_path, os.X_OK):
+        if not cli_usable(self.cli_path):
             raise ServiceUnavailableError(NOT_FOUND_HELP)
         key = spawn_key(request)
         admitted = False
@@ -796,7 +811,7 @@ class ClaudeClient:
 
     async def _probe(self) -> CliStatus:
         path = self.cli_path
-        if not path or not os.access(path, os.X_OK):
+        if path is None or not cli_usable(path):
             return CliStatus(found=False, path=path, checked_at=time.monotonic())
         env = {**os.environ, **child_env(os.environ)}
         status = CliStatus(found=True, path=path, checked_at=time.monotonic())

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from claude_code_proxy.exceptions import ClaudeProxyError
+from claude_code_proxy.log import escape
 from claude_code_proxy.models.chat import Completion
 
 log = structlog.get_logger("claude_code_proxy")
@@ -75,7 +76,7 @@ class RequestMetrics:
         }
         if self.is_model_call:
             fields.update(
-                model=self.model_requested, model_used=self.model_used, stream=self.stream,
+                model=escape(self.model_requested), model_used=escape(self.model_used), stream=self.stream,
                 ttft_ms=self.ttft_ms, input_tokens=self.usage.get("input_tokens", 0),
                 output_tokens=self.usage.get("output_tokens", 0),
                 cache_read_tokens=self.usage.get("cache_read_input_tokens", 0),

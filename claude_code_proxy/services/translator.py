@@ -10,6 +10,7 @@ import base64
 import binascii
 import ipaddress
 import re
+import socket
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,12 +36,27 @@ def check_image_url(url: str, param: str) -> None:
     host = parts.hostname.lower().rstrip(".")
     if host == "localhost" or host.endswith(".localhost") or host.endswith(".local"):
         raise InvalidRequestError("Image URLs may not point at local addresses.", param=param)
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
+    address = _numeric_host(host)
+    if address is None:
         return
-    if not address.is_global:
+    mapped = getattr(address, "ipv4_mapped", None)
+    if not address.is_global or (mapped is not None and not mapped.is_global):
         raise InvalidRequestError("Image URLs may not point at local or private addresses.", param=param)
+
+
+def _numeric_host(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a numeric host means, in every form a resolver accepts (``127.1``,
+    ``2130706433``, ``0x7f000001``, ``0177.0.0.1``), or None for a name."""
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9a-fx.]+", host):  # inet_aton accepts only numeric forms of these
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
 
 
 def check_base64_image(data: str, param: str) -> None:

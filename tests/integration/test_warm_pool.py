@@ -79,8 +79,9 @@ def test_a_different_configuration_misses_and_keys_are_bounded(cli_env: Path) ->
         assert wait_until(lambda: backend(running).pool.ready_count == 1, timeout=10)
         ask(running, system="B")
         assert backend(running).warm_starts == 0
-        # Only one key is kept: B's process replaced A's.
-        assert wait_until(lambda: backend(running).pool.ready_count == 1, timeout=10)
+        # Only one key is kept: B's process (the pool's second start) replaced A's.
+        pool = backend(running).pool
+        assert wait_until(lambda: pool.started == 2 and pool.ready_count == 1, timeout=10)
         ask(running, system="A")
         assert backend(running).warm_starts == 0
         assert wait_until(lambda: len(cli_processes()) == 1, timeout=10)
