@@ -155,7 +155,10 @@ async def _run_checks(args: argparse.Namespace, settings: Settings | None) -> li
         if not (status.found and status.logged_in):
             checks.append(Check("live", "Live check", "skip", "skipped: the CLI is not found or not logged in"))
         else:
-            checks.append(await check_live(client, loaded, float(getattr(args, "timeout", 60.0))))
+            try:
+                checks.append(await check_live(client, loaded, float(getattr(args, "timeout", 60.0))))
+            finally:
+                await client.aclose()  # the CLI it started, and its directory, are gone
     else:
         checks.append(Check("live", "Live check", "skip", "not run (add --live to send a one-token request)"))
     return checks

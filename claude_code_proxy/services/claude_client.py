@@ -518,7 +518,7 @@ class ClaudeClient:
         self._scopes: set[anyio.CancelScope] = set()
         self._timeouts: set[asyncio.Timeout] = set()
         self._cleanups: set[asyncio.Task[None]] = set()
-        self._pending: set[asyncio.TimerHandle] = set()
+        self._pending: dict[asyncio.TimerHandle, Callable[[], None]] = {}
         self._draining: float | None = None
         self.rate_limit: dict[str, Any] | None = None
         """The subscription's latest rate-limit state the CLI reported (shown by /health)."""
@@ -646,24 +646,25 @@ class ClaudeClient:
         if process is not None and process.returncode is None:
             with suppress(Exception):
                 process.kill()
-        self._later(self._dispose(prepared))
+        self._later(lambda: self._dispose(prepared))
 
-    def _later(self, work: Coroutine[Any, Any, None]) -> None:
+    def _later(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``work`` shortly, after the current answer has been written out.
 
         Cleanup and warm starts do synchronous work on the event loop (a process spawn is a
         fork and exec); started at once they would delay the response by ~10 ms.
+        ``aclose()`` starts whatever is still waiting.
         """
         loop = asyncio.get_running_loop()
 
         def start() -> None:
-            task = loop.create_task(work)
+            self._pending.pop(handle, None)
+            task = loop.create_task(work())
             self._cleanups.add(task)
             task.add_done_callback(self._cleanups.discard)
 
         handle = loop.call_later(AFTER_RESPONSE_S, start)
-        self._pending.add(handle)
-        loop.call_later(AFTER_RESPONSE_S, self._pending.discard, handle)
+        self._pending[handle] = start
 
     async def _dispose(self, prepared: _Prepared) -> None:
         with anyio.CancelScope(shield=True):
@@ -843,7 +844,9 @@ class ClaudeClient:
             await self.pool.aclose()
             for client in list(self._clients):
                 await self._teardown(client, interrupt=True)
-            await asyncio.sleep(AFTER_RESPONSE_S * 2)  # let scheduled cleanups start
+            for handle, start in list(self._pending.items()):
+                handle.cancel()
+                start()  # cleanups scheduled for "just after the answer": now
             if self._cleanups:
                 await asyncio.wait(list(self._cleanups), timeout=10)
 
