@@ -7,6 +7,7 @@ Claude client turns it into CLI options and seeded history, nothing more.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,10 +66,30 @@ class ChatRequest:
 
 @dataclass
 class Completion:
-    """The end of a successful run: what it cost and why it stopped."""
+    """The end of a successful run: what it cost and why it stopped.
+
+    A completion can arrive ``pending``: the answer is complete (its usage is the model's
+    own, from the stream), but the CLI's cost accounting comes a few milliseconds later.
+    The client is not kept waiting for it; ``when_settled`` callbacks get the final figures.
+    """
 
     stop_reason: str | None
     stop_sequence: str | None
     usage: dict[str, int]
     cost_usd: float | None = None
     model: str | None = None
+    pending: bool = False
+    _waiters: list[Callable[[Completion], None]] = field(default_factory=list, repr=False)
+
+    def settle(self, cost_usd: float | None) -> None:
+        self.cost_usd = cost_usd
+        self.pending = False
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter(self)
+
+    def when_settled(self, waiter: Callable[[Completion], None]) -> None:
+        if self.pending:
+            self._waiters.append(waiter)
+        else:
+            waiter(self)

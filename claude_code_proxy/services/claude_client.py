@@ -78,6 +78,8 @@ from claude_code_proxy.services.warm_pool import WarmPool
 
 BackendItem = dict[str, Any] | Completion
 AFTER_RESPONSE_S = 0.03
+RESULT_WAIT_S = 2.0
+"""How long the CLI's result (its cost figure) is awaited after a complete answer."""
 """How long after an answer its cleanup and the next warm start begin."""
 log = structlog.get_logger(__name__)
 
@@ -194,6 +196,7 @@ class _RunState:
     structured: bool = False
     structured_blocks: set[int] = field(default_factory=set)
     client_tool_calls: int = 0
+    result_follows: bool = False
 
     def feed(self, message: Any) -> list[BackendItem]:
         if isinstance(message, StreamEvent):
@@ -257,9 +260,12 @@ class _RunState:
         elif kind == "message_stop":
             if self.stop_reason is None:
                 raise UpstreamError("The upstream connection failed while the answer was streaming.")
+            # The answer is complete: the client gets it now. After a final stop the CLI's
+            # result (its cost figure) follows within milliseconds and is read in the
+            # background; after any other (max_tokens...) the CLI would continue on its own.
             self.message_done = True
-            if self.stop_reason not in _FINAL_STOPS:
-                self.done = True
+            self.done = True
+            self.result_follows = self.stop_reason in _FINAL_STOPS
         elif self.message_done:
             return []
         elif kind in ("content_block_start", "content_block_delta"):
@@ -637,6 +643,28 @@ class ClaudeClient:
             raise
         return prepared
 
+    async def _settle(self, prepared: _Prepared, messages: AsyncIterator[Any] | None, completion: Completion) -> None:
+        """Read the CLI's result after the answer went out, for its cost; then end the CLI."""
+        cost: float | None = None
+        try:
+            if messages is not None:
+                with anyio.move_on_after(RESULT_WAIT_S):
+                    async for message in messages:
+                        if isinstance(message, ResultMessage):
+                            if not message.is_error:
+                                cost = message.total_cost_usd
+                            break
+        except Exception:
+            cost = None
+        finally:
+            completion.settle(cost)
+            await self._dispose(prepared)
+
+    def _start(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        task = asyncio.get_running_loop().create_task(work())
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
     def _release(self, prepared: _Prepared) -> None:
         """End a used CLI: killed now, cleaned up (SDK close, directory) in the background.
 
@@ -659,9 +687,7 @@ class ClaudeClient:
 
         def start() -> None:
             self._pending.pop(handle, None)
-            task = loop.create_task(work())
-            self._cleanups.add(task)
-            task.add_done_callback(self._cleanups.discard)
+            self._start(work)
 
         handle = loop.call_later(AFTER_RESPONSE_S, start)
         self._pending[handle] = start
@@ -685,6 +711,8 @@ class ClaudeClient:
         if prepared is None:
             self.pool.make_room()
         state = _RunState(allowed_tools=allowed_tools(request), structured=request.output_schema is not None)
+        completion: Completion | None = None
+        messages: AsyncIterator[Any] | None = None
         try:
             with clock.scope() as scope:
                 if prepared is None:
@@ -707,7 +735,9 @@ class ClaudeClient:
                 for item in state.feed(message):
                     yield item
             if not state.completed:
-                yield Completion(state.stop_reason, state.stop_sequence, state.usage, None, state.model)
+                completion = Completion(state.stop_reason, state.stop_sequence, state.usage, None, state.model,
+                                        pending=state.result_follows)
+                yield completion
         except CLINotFoundError:
             raise ServiceUnavailableError(NOT_FOUND_HELP) from None
         except (CLIConnectionError, ClaudeSDKError):
@@ -715,8 +745,12 @@ class ClaudeClient:
         finally:
             # The answer is complete or abandoned: nothing more is wanted from this CLI (after
             # max_tokens it would even start continuation requests), so stop it now. Never reused.
-            if prepared is not None:
+            if completion is not None and completion.pending and prepared is not None:
+                self._start(lambda: self._settle(prepared, messages, completion))
+            elif prepared is not None:
                 self._release(prepared)
+            if completion is not None and completion.pending and prepared is None:
+                completion.settle(None)
 
     def begin_drain(self, grace: float) -> None:
         """Shutdown: refuse new runs, and end the running ones ``grace`` seconds from now."""

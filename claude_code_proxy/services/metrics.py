@@ -46,6 +46,7 @@ class RequestMetrics:
     duration_ms: float = 0.0
     recorded: bool = False
     recorders: list[Recorder] = field(default_factory=list)
+    completion: Completion | None = None
 
     @property
     def is_model_call(self) -> bool:
@@ -59,17 +60,35 @@ class RequestMetrics:
         self.usage = dict(completion.usage)
         self.cost_usd = completion.cost_usd
         self.model_used = completion.model or self.model_used
+        self.completion = completion
 
     def fail(self, error: ClaudeProxyError | str) -> None:
         self.error_kind = error if isinstance(error, str) else error.error_type
 
     def finish(self, status: int) -> None:
-        """Record once: a log line with metadata only, then each recorder (the ledger...)."""
+        """Record once: a log line with metadata only, then each recorder (the ledger...).
+
+        The duration is the client's (until now); if the run's cost figure is still on its
+        way, the record waits for it.
+        """
         if self.recorded:
             return
         self.recorded = True
         self.status = status
         self.duration_ms = round((time.perf_counter() - self.started) * 1000, 1)
+        if self.completion is not None and self.completion.pending:
+            self.completion.when_settled(self._settled)
+            return
+        self._record()
+
+    def _settled(self, completion: Completion) -> None:
+        self.cost_usd = completion.cost_usd
+        self._record()
+
+    def _record(self) -> None:
+        if self.completion is not None:
+            self.cost_usd = self.completion.cost_usd  # settled (perhaps before finish() ran)
+        status = self.status
         fields: dict[str, Any] = {
             "request_id": self.request_id, "method": self.method, "route": self.route, "status": status,
             "duration_ms": self.duration_ms, "surface": self.surface, "error": self.error_kind,

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import make_settings
 from tests.support.fake_cli import make_ratelimit_cli
+from tests.support.procs import wait_until
 from tests.support.proxy_process import proxy_process
 from tests.support.server import RunningServer, serve
 
@@ -158,7 +159,9 @@ def test_health_shows_the_rate_limit_the_cli_reported(tmp_path: Path) -> None:
         samples = scrape(running.url)
         assert total(samples, "claude_proxy_rate_limit_status", type="five_hour", status="allowed_warning") == 1
         assert total(samples, "claude_proxy_rate_limit_utilization", type="five_hour") == pytest.approx(0.8)
-        assert total(samples, "claude_proxy_cost_usd_total") == pytest.approx(0.0001)
+        # The cost figure follows the answer by a few milliseconds (the CLI's result).
+        assert wait_until(lambda: total(scrape(running.url), "claude_proxy_cost_usd_total") == pytest.approx(0.0001),
+                          timeout=3)
 
 
 def test_a_rejected_rate_limit_is_a_429_that_health_explains(tmp_path: Path) -> None:
