@@ -72,7 +72,7 @@ EXPOSE 8000
 # Liveness only: /health/live answers from the event loop and never spawns the CLI (no curl in
 # this image, so python's urllib does the request).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["/opt/venv/bin/python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/live' % os.environ.get('CLAUDE_PROXY_PORT', '8000'), timeout=4)"]
+    CMD ["/opt/venv/bin/python", "-c", "import os, urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:%s/health/live' % os.environ.get('CLAUDE_PROXY_PORT', '8000'), timeout=4)"]
 
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/bin/tini", "--", "python", "-m", "claude_code_proxy"]

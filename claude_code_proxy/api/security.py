@@ -76,7 +76,8 @@ class SecurityMiddleware:
             else:
                 cors = {"access-control-allow-origin": origin, "vary": "Origin"}
         if error is None and method == "OPTIONS":
-            await self._preflight(send, cors)
+            # An allowed origin may send the headers its SDK uses (x-stainless-*, ...).
+            await self._preflight(send, cors, headers.get("access-control-request-headers") if cors else None)
             return
         if error is None and method == "POST":
             content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -133,11 +134,15 @@ class SecurityMiddleware:
         results = [hmac.compare_digest(digest(c), self.key_digest) for c in candidates]
         return all(results)
 
-    async def _preflight(self, send: Send, cors: dict[str, str]) -> None:
+    async def _preflight(self, send: Send, cors: dict[str, str], requested: str | None) -> None:
+        allowed = CORS_HEADERS
+        if requested:
+            names = [h.strip().lower() for h in requested.split(",") if h.strip()]
+            allowed = ", ".join(n for n in names if n.replace("-", "").isalnum())[:2000] or CORS_HEADERS
         headers = {
             **cors,
             "access-control-allow-methods": CORS_METHODS,
-            "access-control-allow-headers": CORS_HEADERS,
+            "access-control-allow-headers": allowed,
             "access-control-max-age": "600",
             "content-length": "0",
         }

@@ -3,14 +3,17 @@
 A request waits for a slot only while the queue has room and only for ``queue_timeout``
 seconds; otherwise it is refused at once with ``Retry-After``.  Waiting is cancellable: a
 client that leaves while queued never gets a slot, so it never spawns a CLI.
+
+A slot is held until its CLI process is gone, which can be a little after the answer was
+sent (the process is killed and reaped off the response path), so ``release()`` is a plain
+call that anyone holding the slot can make, once.  A freed slot is handed straight to the
+oldest waiter, in order.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-import anyio
+import asyncio
+from collections import deque
 
 from claude_code_proxy.exceptions import ServiceUnavailableError
 
@@ -23,41 +26,47 @@ class Admission:
         self.active = 0
         self.waiting = 0
         self.peak = 0
-        self._freed = anyio.Condition()
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
     def _busy(self, why: str) -> ServiceUnavailableError:
         return ServiceUnavailableError(
             f"The proxy is busy ({why}); retry shortly.", retry_after=max(1.0, min(self.queue_timeout, 5.0))
         )
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        if self.active >= self.limit:
-            if self.waiting >= self.queue_size:
-                raise self._busy("queue full")
-            self.waiting += 1
-            admitted = False
-            try:
-                with anyio.move_on_after(self.queue_timeout):
-                    async with self._freed:
-                        while self.active >= self.limit:
-                            await self._freed.wait()
-                        self._take()
-                        admitted = True
-            finally:
-                self.waiting -= 1
-            if not admitted:
-                raise self._busy("waited too long for a free slot")
-        else:
-            self._take()
+    async def acquire(self) -> None:
+        """Take a slot, waiting in line if there is room; ServiceUnavailableError if not."""
+        if self.active < self.limit and not self._waiters:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            return
+        if self.waiting >= self.queue_size:
+            raise self._busy("queue full")
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self.waiting += 1
         try:
-            yield
+            async with asyncio.timeout(self.queue_timeout):
+                await waiter
+        except TimeoutError:
+            if waiter.done() and not waiter.cancelled():
+                return  # the slot arrived just as the wait ran out: keep it
+            raise self._busy("waited too long for a free slot") from None
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot while being cancelled: pass it on
+            raise
         finally:
-            self.active -= 1
-            with anyio.CancelScope(shield=True):
-                async with self._freed:
-                    self._freed.notify_all()
+            self.waiting -= 1
+            if not waiter.done():
+                waiter.cancel()
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
 
-    def _take(self) -> None:
-        self.active += 1
-        self.peak = max(self.peak, self.active)
+    def release(self) -> None:
+        """Free a slot: the oldest live waiter gets it, else it becomes free."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # handed over: ``active`` stays the same
+                return
+        self.active -= 1

@@ -434,6 +434,46 @@ def _to_anyio(monotonic_deadline: float) -> float:
     return asyncio.get_running_loop().time() + (monotonic_deadline - time.monotonic())
 
 
+class _Slot:
+    """A concurrency slot, freed exactly once; freeing it lets the pool start a replacement."""
+
+    def __init__(self, owner: ClaudeClient, key: str, request: ChatRequest) -> None:
+        self.owner = owner
+        self.key = key
+        self.request = request
+        self.handed_off = False
+        self.released = False
+        self.succeeded = False
+        """Only a configuration that just worked gets a replacement started."""
+
+    def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        owner = self.owner
+        owner.admission.release()
+        if self.succeeded and owner.pool.enabled and owner._draining is None:
+            # The next request's process for this configuration starts once this one's CLI
+            # is gone and the answer is out: it competes with no answer for CPU.
+            owner._start_sweeper()
+            asyncio.get_running_loop().call_later(AFTER_RESPONSE_S, owner._refill, self.key, self.request)
+
+
+def _process_of(prepared: _Prepared) -> Any:
+    return getattr(getattr(prepared.client, "_transport", None), "_process", None)
+
+
+async def _kill_and_reap(prepared: _Prepared) -> None:
+    process = _process_of(prepared)
+    if process is None:
+        return
+    if process.returncode is None:
+        with suppress(Exception):
+            process.kill()
+    with anyio.CancelScope(shield=True), anyio.move_on_after(2), suppress(Exception):
+        await process.wait()
+
+
 @dataclass
 class _Prepared:
     """A started, initialized CLI and its private directory; used for one request only."""
@@ -609,22 +649,21 @@ class ClaudeClient:
         if not cli_usable(self.cli_path):
             raise ServiceUnavailableError(NOT_FOUND_HELP)
         key = spawn_key(request)
-        admitted = False
+        await self.admission.acquire()
+        slot = _Slot(self, key, request)
+        if self._draining is not None:  # shutdown began while this request waited in line
+            slot.release()
+            raise ServiceUnavailableError("The proxy is shutting down.", retry_after=5)
         try:
-            async with self.admission.slot():
-                admitted = True
-                run = self._run(request, key)
-                try:
-                    async for item in run:
-                        yield item
-                finally:
-                    await run.aclose()  # tear the CLI down now, not when garbage-collected
+            run = self._run(request, key, slot)
+            try:
+                async for item in run:
+                    yield item
+            finally:
+                await run.aclose()  # tear the CLI down now, not when garbage-collected
         finally:
-            if admitted and self.pool.enabled and self._draining is None:
-                # Start the next request's process for this configuration once this answer
-                # is out and its slot free: it competes with no answer for CPU.
-                self._start_sweeper()
-                asyncio.get_running_loop().call_later(AFTER_RESPONSE_S, self._refill, key, request)
+            if not slot.handed_off:
+                slot.release()
 
     async def _prepare(self, request: ChatRequest) -> _Prepared:
         """Start and initialize a CLI for ``request``'s configuration (a cold start)."""
@@ -643,7 +682,9 @@ class ClaudeClient:
             raise
         return prepared
 
-    async def _settle(self, prepared: _Prepared, messages: AsyncIterator[Any] | None, completion: Completion) -> None:
+    async def _settle(
+        self, prepared: _Prepared, messages: AsyncIterator[Any] | None, completion: Completion, slot: _Slot
+    ) -> None:
         """Read the CLI's result after the answer went out, for its cost; then end the CLI."""
         cost: float | None = None
         try:
@@ -658,6 +699,8 @@ class ClaudeClient:
             cost = None
         finally:
             completion.settle(cost)
+            await _kill_and_reap(prepared)
+            slot.release()
             await self._dispose(prepared)
 
     def _start(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -665,15 +708,21 @@ class ClaudeClient:
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
 
-    def _release(self, prepared: _Prepared) -> None:
-        """End a used CLI: killed now, cleaned up (SDK close, directory) in the background.
+    def _release(self, prepared: _Prepared, slot: _Slot) -> None:
+        """End a used CLI: killed now, its slot freed once it is reaped, cleaned up later.
 
-        The answer is not held back by the cleanup; shutdown waits for it.
+        The answer is not held back by any of it; shutdown waits for it.
         """
-        process = getattr(getattr(prepared.client, "_transport", None), "_process", None)
+        process = _process_of(prepared)
         if process is not None and process.returncode is None:
             with suppress(Exception):
                 process.kill()
+
+        async def reap() -> None:
+            await _kill_and_reap(prepared)
+            slot.release()
+
+        self._start(reap)
         self._later(lambda: self._dispose(prepared))
 
     def _later(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -702,7 +751,7 @@ class ClaudeClient:
         pool = self.pool
         return self.settings.max_concurrency - self.admission.active - pool.ready_count - pool.starting_count
 
-    async def _run(self, request: ChatRequest, key: str) -> AsyncGenerator[BackendItem, None]:
+    async def _run(self, request: ChatRequest, key: str, slot: _Slot) -> AsyncGenerator[BackendItem, None]:
         clock = _Deadlines(self.settings, self)
         prepared = self.pool.take(key)
         self.warm_starts += prepared is not None
@@ -737,6 +786,7 @@ class ClaudeClient:
             if not state.completed:
                 completion = Completion(state.stop_reason, state.stop_sequence, state.usage, None, state.model,
                                         pending=state.result_follows)
+                slot.succeeded = True
                 yield completion
         except CLINotFoundError:
             raise ServiceUnavailableError(NOT_FOUND_HELP) from None
@@ -745,10 +795,13 @@ class ClaudeClient:
         finally:
             # The answer is complete or abandoned: nothing more is wanted from this CLI (after
             # max_tokens it would even start continuation requests), so stop it now. Never reused.
+            # The slot goes with the CLI: it is freed once the process is gone, not before.
             if completion is not None and completion.pending and prepared is not None:
-                self._start(lambda: self._settle(prepared, messages, completion))
+                slot.handed_off = True
+                self._start(lambda: self._settle(prepared, messages, completion, slot))
             elif prepared is not None:
-                self._release(prepared)
+                slot.handed_off = True
+                self._release(prepared, slot)
             if completion is not None and completion.pending and prepared is None:
                 completion.settle(None)
 
@@ -878,11 +931,13 @@ class ClaudeClient:
             await self.pool.aclose()
             for client in list(self._clients):
                 await self._teardown(client, interrupt=True)
-            for handle, start in list(self._pending.items()):
-                handle.cancel()
-                start()  # cleanups scheduled for "just after the answer": now
-            if self._cleanups:
-                await asyncio.wait(list(self._cleanups), timeout=10)
+            deadline = time.monotonic() + 15
+            while (self._pending or self._cleanups) and time.monotonic() < deadline:
+                for handle, start in list(self._pending.items()):
+                    handle.cancel()
+                    start()  # cleanups scheduled for "just after the answer": now
+                if self._cleanups:
+                    await asyncio.wait(list(self._cleanups), timeout=max(0.1, deadline - time.monotonic()))
 
 
 async def _capture(argv: list[str], env: dict[str, str]) -> tuple[int, str]:

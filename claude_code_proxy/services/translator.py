@@ -86,6 +86,8 @@ def _block(block: Any, param: str) -> dict[str, Any] | None:
             check_image_url(source.url, param)
             out = {"type": "image", "source": {"type": "url", "url": source.url}}
     elif kind == "document":
+        if block.source.get("type") == "url":
+            check_image_url(str(block.source.get("url", "")), param)
         out = {"type": "document", "source": block.source}
     elif kind == "tool_use":
         out = {"type": "tool_use", "id": sanitize_tool_id(block.id), "name": block.name, "input": block.input}

@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import FAKE_KEY
 from tests.support.fake_cli import make_fake_cli
+from tests.support.fake_upstream import FakeUpstream
 from tests.support.procs import wait_until
 from tests.support.proxy_process import ProxyProcess, head, proxy_process, raw_request
 
@@ -129,6 +130,37 @@ def test_sigterm_finishes_short_streams_cuts_long_ones_and_exits(tmp_path: Path)
         assert wait_until(lambda: not [p for p in proxy.children_seen if alive(p)], timeout=2), [
             p for p in proxy.children_seen if alive(p)]
         assert "Traceback" not in proxy.logs(), proxy.logs()[-3000:]
+
+
+def test_a_request_queued_at_sigterm_never_starts_a_cli(tmp_path: Path, upstream: FakeUpstream) -> None:
+    env: dict[str, str | None] = {"CLAUDE_PROXY_SHUTDOWN_GRACE": str(GRACE), "CLAUDE_PROXY_MAX_CONCURRENCY": "1",
+                                  "CLAUDE_PROXY_WARM_POOL_SIZE": "0"}
+    with proxy_process(tmp_path, env) as proxy:
+        running = StreamRecord()
+        first = threading.Thread(target=read_stream, args=(f"{proxy.url}{ANTHROPIC}", body_for(
+            ANTHROPIC, "[[slow:1.5]] [[echo]] one two three four five six", stream=True), running))
+        first.start()
+        assert running.first_delta.wait(60)
+        outcome: dict[str, int] = {}
+
+        def post_queued() -> None:
+            response = httpx.post(f"{proxy.url}{ANTHROPIC}", json=body_for(ANTHROPIC, "[[echo]] later"), timeout=60)
+            outcome["status"] = response.status_code
+
+        second = threading.Thread(target=post_queued)
+        second.start()
+        time.sleep(0.5)  # it waits in line behind the running request
+        spawned_before = len(proxy.live_cli_children())
+        proxy.sigterm()
+        first.join(timeout=GRACE + 6)
+        second.join(timeout=GRACE + 6)
+        assert running.error is None  # the running one finished within the grace period
+        # The queued one was refused when its turn came, instead of starting a CLI the
+        # shutdown would cut short.
+        assert outcome.get("status") == 503
+        assert spawned_before == 1
+        assert proxy.proc.wait(timeout=GRACE + 6) == 0
+        assert len(upstream.messages_calls) == 1, "only the running request reached upstream"
 
 
 def test_sigterm_exit_code_is_0(tmp_path: Path) -> None:

@@ -328,6 +328,7 @@ def test_healthcheck_is_stdlib_only_and_bounded(final: Stage) -> None:
     text = " ".join(argv)
     assert "curl" not in text and "wget" not in text
     assert "urllib.request" in text and "/health/live" in text
+    assert "ProxyHandler({})" in text  # never through an http_proxy from .env
     assert {"interval", "timeout", "retries", "start-period"} <= set(flags)
     # The request gives up before Docker kills the check, so a hang reads as "unhealthy".
     request_timeout = re.search(r"timeout=(\d+)", text)
@@ -342,7 +343,9 @@ def test_healthcheck_passes_without_touching_the_cli(final: Stage) -> None:
     settings = make_settings(api_key="healthcheck-needs-no-key")
     ExplodingBackend.touched = 0
     with serve(settings, backend=ExplodingBackend()) as running:  # type: ignore[arg-type]
-        env = {"PATH": "/usr/bin:/bin", "CLAUDE_PROXY_PORT": str(running.port)}
+        # A proxy in the environment (as a .env may set) must not capture the check.
+        env = {"PATH": "/usr/bin:/bin", "CLAUDE_PROXY_PORT": str(running.port),
+               "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
         for _ in range(3):
             result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30, check=False)
             assert result.returncode == 0, result.stderr

@@ -399,6 +399,14 @@ def test_a_configured_origin_is_echoed_exactly_without_credentials(secured: Runn
     assert refused.headers.get("access-control-allow-origin") == ORIGIN
 
 
+def test_an_allowed_origin_may_send_the_headers_its_sdk_uses(secured: RunningServer) -> None:
+    wanted = "x-api-key,content-type,anthropic-version,x-stainless-os,anthropic-dangerous-direct-browser-access"
+    preflight = httpx.options(f"{secured.url}/v1/messages", timeout=10, headers={
+        "origin": ORIGIN, "access-control-request-method": "POST", "access-control-request-headers": wanted})
+    allowed = {h.strip() for h in preflight.headers["access-control-allow-headers"].split(",")}
+    assert set(wanted.split(",")) <= allowed
+
+
 def test_without_configured_origins_no_origin_is_allowed(server: RunningServer) -> None:
     for origin in (EVIL, "http://localhost:3000", f"http://127.0.0.1:{server.port}", "null"):
         response = httpx.get(f"{server.url}/v1/models", headers={"origin": origin}, timeout=10)

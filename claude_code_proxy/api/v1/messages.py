@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -28,6 +29,7 @@ from claude_code_proxy.services.streaming import AnthropicStreamEncoder
 from claude_code_proxy.services.translator import from_anthropic
 
 router = APIRouter()
+log = structlog.get_logger(__name__)
 
 
 @router.post("/v1/messages")
@@ -70,6 +72,9 @@ async def anthropic_frames(
             frames = encoder.finish(item) if isinstance(item, Completion) else encoder.feed(item)
             for name, data in frames:
                 yield anthropic_event(name, data)
-    except ClaudeProxyError as error:
+    except Exception as error:  # the status line is sent: report in-band, never a silent cut
+        if not isinstance(error, ClaudeProxyError):
+            log.error("stream_failed", error_class=type(error).__name__)
+            error = ClaudeProxyError("Internal error in the proxy.")
         name, data = encoder.error(error)
         yield anthropic_event(name, data)
