@@ -5,6 +5,7 @@ under the test's temp directory)."""
 from __future__ import annotations
 
 import datetime
+import os
 import re
 import shutil
 import subprocess
@@ -41,7 +42,9 @@ def chromium() -> str:
     if found is None:
         for command in (["apt-get", "install", "-y", "chromium"], ["apt-get", "update"],
                         ["apt-get", "install", "-y", "chromium"]):
-            result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+            result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False,
+                                    stdin=subprocess.DEVNULL,
+                                    env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
             found = shutil.which("chromium")
             if found or (command[1] == "install" and result.returncode == 0):
                 break
