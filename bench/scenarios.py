@@ -101,19 +101,8 @@ class DirectSDK:
         workdir = self._workdir()
         try:
             options = self.options(workdir)
-            ttft = result = None
             start = time.perf_counter()
-            async for message in sdk.query(prompt=PROMPT, options=options):
-                if ttft is None and isinstance(message, sdk.StreamEvent) \
-                        and message.event.get("type") == "content_block_delta":
-                    ttft = time.perf_counter() - start
-                if isinstance(message, sdk.ResultMessage):
-                    result = time.perf_counter() - start
-                    if message.is_error:
-                        raise RuntimeError(f"query() failed: {message.result}")
-            if result is None:
-                raise RuntimeError("query() ended without a ResultMessage")
-            return result, ttft
+            return await _timed(sdk.query(prompt=PROMPT, options=options), start, "query()")
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -131,19 +120,9 @@ class DirectSDK:
                 await asyncio.sleep(1.5)
             else:
                 await asyncio.to_thread(_wait_idle, pid, settle_timeout)
-            ttft = result = None
             start = time.perf_counter()
             await client.query(PROMPT)
-            async for message in client.receive_response():
-                if ttft is None and isinstance(message, sdk.StreamEvent) \
-                        and message.event.get("type") == "content_block_delta":
-                    ttft = time.perf_counter() - start
-                if isinstance(message, sdk.ResultMessage):
-                    result = time.perf_counter() - start
-                    if message.is_error:
-                        raise RuntimeError(f"warm turn failed: {message.result}")
-            if result is None:
-                raise RuntimeError("warm turn ended without a ResultMessage")
+            result, ttft = await _timed(client.receive_response(), start, "warm turn")
             before = time.perf_counter()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.disconnect(), 10)
@@ -316,3 +295,21 @@ def detect_pool(ps: psutil.Process, timeout: float) -> int:
     """How many pre-started CLIs the proxy keeps after a request (0: no warm pool)."""
     wait_settled(ps, want_children=1, timeout=timeout)
     return len(cli_children(ps))
+
+
+async def _timed(messages: Any, start: float, what: str) -> tuple[float, float | None]:
+    """Seconds from ``start`` to the ResultMessage and to the first text delta of a turn."""
+    import claude_agent_sdk as sdk
+
+    ttft = result = None
+    async for message in messages:
+        if ttft is None and isinstance(message, sdk.StreamEvent) \
+                and message.event.get("type") == "content_block_delta":
+            ttft = time.perf_counter() - start
+        if isinstance(message, sdk.ResultMessage):
+            result = time.perf_counter() - start
+            if message.is_error:
+                raise RuntimeError(f"{what} failed: {message.result}")
+    if result is None:
+        raise RuntimeError(f"{what} ended without a ResultMessage")
+    return result, ttft

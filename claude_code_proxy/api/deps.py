@@ -55,6 +55,13 @@ async def json_object(request: Request) -> dict[str, Any]:
     return body
 
 
+async def read_request(request: Request, settings: Settings, model: type[M]) -> M:
+    """The body as ``model``: JSON object, message-count limit, then validation."""
+    raw = await json_object(request)
+    enforce_limits(settings, raw)
+    return parse(model, raw)
+
+
 def parse(model: type[M], body: dict[str, Any]) -> M:
     try:
         return model.model_validate(body)

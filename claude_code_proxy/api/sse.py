@@ -27,6 +27,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from claude_code_proxy.exceptions import ClaudeProxyError, ClientDisconnectedError
+from claude_code_proxy.models.chat import ChatRequest
+from claude_code_proxy.services.claude_client import BackendItem, ClaudeBackend
+from claude_code_proxy.services.metrics import observe
+from claude_code_proxy.services.runner import collect_message, tool_names
 
 T = TypeVar("T")
 SEP = "\n"
@@ -142,21 +146,31 @@ __all__ = [
 
 async def respond(
     request: Request,
-    items: AsyncIterator[Any],
+    backend: ClaudeBackend,
+    chat: ChatRequest,
     *,
+    requested_model: str,
     stream: bool,
-    frames: Callable[[AsyncIterator[Any]], AsyncIterator[bytes]],
-    collect: Callable[[AsyncIterator[Any]], Awaitable[dict[str, Any]]],
+    frames: Callable[[AsyncIterator[BackendItem], dict[str, str]], AsyncIterator[bytes]],
+    render: Callable[[dict[str, Any]], dict[str, Any]] = lambda message: message,
 ) -> Response:
-    """The one way both surfaces answer: a stream of ``frames``, or the ``collect``ed body.
+    """The one way both surfaces run a request and answer it.
 
-    A stream starts only once the first item is in (so early failures keep their status);
-    either way the run is cancelled if the client leaves.
+    Streaming: ``frames`` (the surface's encoder) over the backend's items, started only once
+    the first item is in, so early failures keep their status.  Otherwise: the whole Message,
+    shaped by ``render``.  Either way the run is cancelled if the client leaves, and the
+    request's metrics follow it.
     """
     metrics = request.state.metrics
+    metrics.model_requested, metrics.stream, metrics.model_used = requested_model, stream, chat.model
+    names = tool_names(chat)
+    items = observe(backend.run(chat), metrics)
     if stream:
         first = await first_item(request, items)
         metrics.stream_started = True
-        return event_stream(request, frames(chain(first, items)))
-    body = await until_disconnect(request, lambda: collect(items))
-    return JSONResponse(body)
+        return event_stream(request, frames(chain(first, items), names))
+
+    async def collect() -> dict[str, Any]:
+        return render(await collect_message(items, names))
+
+    return JSONResponse(await until_disconnect(request, collect))

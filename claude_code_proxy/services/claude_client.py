@@ -44,11 +44,9 @@ from claude_agent_sdk import (
     ResultMessage,
     StreamEvent,
     SystemMessage,
-    UserMessage,
     create_sdk_mcp_server,
     tool,
 )
-from claude_agent_sdk import __version__ as sdk_version
 
 from claude_code_proxy.config.settings import Settings
 from claude_code_proxy.exceptions import (
@@ -179,7 +177,6 @@ class _RunState:
 
     forwarded: bool = False
     message_started: bool = False
-    message_done: bool = False
     done: bool = False
     stop_reason: str | None = None
     stop_sequence: str | None = None
@@ -189,8 +186,6 @@ class _RunState:
     error_text: str = ""
     retry_status: int | None = None
     retry_delay_s: float | None = None
-    init: dict[str, Any] | None = None
-    completed: bool = False
     rate_limit: dict[str, Any] | None = None
     allowed_tools: frozenset[str] = frozenset()
     structured: bool = False
@@ -205,7 +200,6 @@ class _RunState:
             return self._event(message.event)
         if isinstance(message, SystemMessage):
             if message.subtype == "init":
-                self.init = message.data
                 check_isolation(message.data, self.allowed_tools)
             elif message.subtype == "api_retry":
                 if self.forwarded:
@@ -220,30 +214,19 @@ class _RunState:
                 self.error_kind = message.error
                 self.error_text = " ".join(getattr(b, "text", "") for b in message.content)
             return []
-        if isinstance(message, UserMessage):
-            if self.message_done:
-                self.done = True  # a continuation turn began: the answer is complete
-            return []
         if isinstance(message, ResultMessage):
+            # A result before the answer's message_stop: the run failed (a success result
+            # always follows message_stop, where the run already ended).
             self.done = True
             if message.is_error or self.error_kind:
                 raise self._error(message)
-            if not self.message_done:
-                raise UpstreamError("The Claude Code CLI ended without an answer.")
-            # The result sums every upstream call of the run; it is the answer's own
-            # usage only when the run made one call.
-            usage = normalize_usage(message.usage) if message.usage and message.num_turns <= 1 else self.usage
-            self.completed = True
-            return [Completion(self.stop_reason, self.stop_sequence, usage, message.total_cost_usd, self.model)]
+            raise UpstreamError("The Claude Code CLI ended without an answer.")
         return []
 
     def _event(self, event: dict[str, Any]) -> list[BackendItem]:
         kind = event.get("type")
         if kind == "message_start":
-            if self.message_started:
-                if self.message_done:
-                    self.done = True
-                    return []
+            if self.message_started:  # the CLI retried a dropped connection: text would repeat
                 raise UpstreamError("The upstream connection failed while the answer was streaming.")
             self.message_started = True
             message = event.get("message", {})
@@ -263,11 +246,8 @@ class _RunState:
             # The answer is complete: the client gets it now. After a final stop the CLI's
             # result (its cost figure) follows within milliseconds and is read in the
             # background; after any other (max_tokens...) the CLI would continue on its own.
-            self.message_done = True
             self.done = True
             self.result_follows = self.stop_reason in _FINAL_STOPS
-        elif self.message_done:
-            return []
         elif kind in ("content_block_start", "content_block_delta"):
             self.forwarded = True
         return [event]
@@ -396,7 +376,7 @@ class _Deadlines:
     @contextmanager
     def scope(self) -> Iterator[anyio.CancelScope]:
         """A cancel scope for the start-up phase (connect, history), once per run."""
-        with anyio.CancelScope(deadline=_to_anyio(self.deadline())) as scope:
+        with anyio.CancelScope(deadline=_loop_time(self.deadline())) as scope:
             self.owner._scopes.add(scope)
             try:
                 yield scope
@@ -410,7 +390,7 @@ class _Deadlines:
 
     async def next_message(self, messages: AsyncIterator[Any]) -> Any:
         """The CLI's next message, or the error of whichever deadline passes first."""
-        timeout = asyncio.timeout_at(_to_anyio(self.deadline()))
+        timeout = asyncio.timeout_at(_loop_time(self.deadline()))
         timeouts = self.owner._timeouts
         try:
             async with timeout:
@@ -425,8 +405,8 @@ class _Deadlines:
             raise
 
 
-def _to_anyio(monotonic_deadline: float) -> float:
-    """anyio deadlines are on the event loop's clock; ours are time.monotonic().
+def _loop_time(monotonic_deadline: float) -> float:
+    """A time.monotonic() deadline on the event loop's clock (anyio and asyncio use it).
 
     The loop's own clock is read directly: this also runs in plain loop callbacks (the
     shutdown signal), where anyio cannot tell which async library is running.
@@ -459,12 +439,13 @@ class _Slot:
             asyncio.get_running_loop().call_later(AFTER_RESPONSE_S, owner._refill, self.key, self.request)
 
 
-def _process_of(prepared: _Prepared) -> Any:
-    return getattr(getattr(prepared.client, "_transport", None), "_process", None)
+def _process_of(client: ClaudeSDKClient) -> Any:
+    """The CLI process behind an SDK client (the SDK has no public handle on it)."""
+    return getattr(getattr(client, "_transport", None), "_process", None)
 
 
 async def _kill_and_reap(prepared: _Prepared) -> None:
-    process = _process_of(prepared)
+    process = _process_of(prepared.client)
     if process is None:
         return
     if process.returncode is None:
@@ -713,7 +694,7 @@ class ClaudeClient:
 
         The answer is not held back by any of it; shutdown waits for it.
         """
-        process = _process_of(prepared)
+        process = _process_of(prepared.client)
         if process is not None and process.returncode is None:
             with suppress(Exception):
                 process.kill()
@@ -743,7 +724,7 @@ class ClaudeClient:
 
     async def _dispose(self, prepared: _Prepared) -> None:
         with anyio.CancelScope(shield=True):
-            await self._teardown(prepared.client, interrupt=True)
+            await self._teardown(prepared.client)
             self._clients.discard(prepared.client)
             shutil.rmtree(prepared.workdir, ignore_errors=True)
 
@@ -783,7 +764,7 @@ class ClaudeClient:
                     state.rate_limit = self.rate_limit
                 for item in state.feed(message):
                     yield item
-            if not state.completed:
+            if state.done:
                 completion = Completion(state.stop_reason, state.stop_sequence, state.usage, None, state.model,
                                         pending=state.result_follows)
                 slot.succeeded = True
@@ -808,7 +789,7 @@ class ClaudeClient:
     def begin_drain(self, grace: float) -> None:
         """Shutdown: refuse new runs, and end the running ones ``grace`` seconds from now."""
         self._draining = time.monotonic() + grace
-        drain_at = _to_anyio(self._draining)
+        drain_at = _loop_time(self._draining)
         for scope in list(self._scopes):
             scope.deadline = min(scope.deadline, drain_at)
         for timeout in list(self._timeouts):
@@ -873,17 +854,15 @@ class ClaudeClient:
                     break
 
     @staticmethod
-    async def _teardown(client: ClaudeSDKClient, *, interrupt: bool) -> None:
-        process = getattr(getattr(client, "_transport", None), "_process", None)
-        if interrupt and process is not None and process.returncode is None:
-            # Ending a run early: stop the CLI at once rather than letting it finish.
+    async def _teardown(client: ClaudeSDKClient) -> None:
+        """Kill the CLI (a used one is never kept), then close the SDK client around it."""
+        process = _process_of(client)
+        if process is not None and process.returncode is None:
             with suppress(Exception):
                 process.kill()
         with anyio.move_on_after(6), suppress(Exception):
             await client.disconnect()
         if process is not None and process.returncode is None:
-            with suppress(Exception):
-                process.kill()
             with anyio.move_on_after(2), suppress(Exception):
                 await process.wait()
 
@@ -930,7 +909,7 @@ class ClaudeClient:
                 self._sweeper.cancel()
             await self.pool.aclose()
             for client in list(self._clients):
-                await self._teardown(client, interrupt=True)
+                await self._teardown(client)
             deadline = time.monotonic() + 15
             while (self._pending or self._cleanups) and time.monotonic() < deadline:
                 for handle, start in list(self._pending.items()):
@@ -950,4 +929,4 @@ async def _capture(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
     return result.returncode, result.stdout.decode("utf-8", "replace")
 
 
-__all__ = ["BackendItem", "ClaudeBackend", "ClaudeClient", "CliStatus", "child_env", "sdk_version"]
+__all__ = ["BackendItem", "ClaudeBackend", "ClaudeClient", "CliStatus", "child_env"]

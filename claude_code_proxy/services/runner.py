@@ -18,8 +18,8 @@ def tool_names(chat: ChatRequest) -> dict[str, str]:
 
 async def collect_message(
     items: AsyncIterator[BackendItem], tool_names: dict[str, str]
-) -> tuple[dict[str, Any], Completion]:
-    """The whole answer as an Anthropic Message, and how the run completed.
+) -> dict[str, Any]:
+    """The whole answer as an Anthropic Message.
 
     ``items`` (a backend run) is closed before returning: its CLI has been killed by the
     time the client gets the answer (its directory is removed just after, off the path).
@@ -28,7 +28,7 @@ async def collect_message(
     try:
         async for item in items:
             if isinstance(item, Completion):
-                return accumulator.finish(item), item
+                return accumulator.finish(item)
             accumulator.feed(item)
     finally:
         await items.aclose()  # type: ignore[attr-defined]

@@ -58,7 +58,8 @@ class AnthropicStreamEncoder:
             mapped = self.blocks.get(event["index"])
             if mapped is None:
                 return []
-            return [(kind, {**event, "index": mapped})]
+            # Indices almost always match upstream's: copy the event only when they do not.
+            return [(kind, event if mapped == event["index"] else {**event, "index": mapped})]
         if kind in ("message_delta", "message_stop"):
             return [(kind, event)]
         return []  # pings and unknown events are not forwarded

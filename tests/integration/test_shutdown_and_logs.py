@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 
 from tests.conftest import FAKE_KEY
 from tests.support.fake_cli import make_fake_cli
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.procs import wait_until
+from tests.support.procs import is_alive, wait_until
 from tests.support.proxy_process import ProxyProcess, head, proxy_process, raw_request
 
 ANTHROPIC = "/v1/messages"
@@ -32,14 +31,6 @@ GRACE = 2.0
 def body_for(path: str, text: str, *, stream: bool = False, **extra: Any) -> dict[str, Any]:
     return {"model": "sonnet" if path == ANTHROPIC else "gpt-4o", "max_tokens": 500, "stream": stream,
             "messages": [{"role": "user", "content": text}], **extra}
-
-
-def alive(pid: int) -> bool:
-    try:
-        process = psutil.Process(pid)
-        return process.status() != psutil.STATUS_ZOMBIE and process.name() == "claude"
-    except psutil.Error:
-        return False
 
 
 # -- SIGTERM drain (15) ------------------------------------------------------------------------
@@ -127,8 +118,8 @@ def test_sigterm_finishes_short_streams_cuts_long_ones_and_exits(tmp_path: Path)
         assert exited <= GRACE + 6
         assert proxy.proc.returncode == 0, proxy.proc.returncode
         assert proxy.children_seen, "the CLI pids were never observed"
-        assert wait_until(lambda: not [p for p in proxy.children_seen if alive(p)], timeout=2), [
-            p for p in proxy.children_seen if alive(p)]
+        assert wait_until(lambda: not [p for p in proxy.children_seen if is_alive(p)], timeout=2), [
+            p for p in proxy.children_seen if is_alive(p)]
         assert "Traceback" not in proxy.logs(), proxy.logs()[-3000:]
 
 

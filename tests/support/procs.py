@@ -2,8 +2,7 @@
 
 The bundled CLI's main thread can exit while its worker threads keep running: Linux
 then shows the process as a zombie leader (``Zl``) although it is still alive.  So a
-process counts as alive while any thread of it runs, and its cwd and environment are
-read through one of those threads.
+process counts as alive while any thread of it runs.
 """
 
 from __future__ import annotations
@@ -17,19 +16,10 @@ from pathlib import Path
 import psutil
 
 
-def _threads(pid: int) -> int:
+def _state(path: str) -> str:
+    """The one-letter state in a /proc ``status`` file ("X" when it is gone)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    except OSError:
-        return 0
-    return 0
-
-
-def _state(pid: int) -> str:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        for line in Path(path).read_text().splitlines():
             if line.startswith("State:"):
                 return line.split()[1]
     except OSError:
@@ -37,59 +27,43 @@ def _state(pid: int) -> str:
     return "X"
 
 
-def _live_task(pid: int) -> str | None:
+def is_alive(pid: int) -> bool:
+    """Any thread of ``pid`` still runs (not dead, not a zombie)."""
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return None
-    for tid in tasks:
-        if _state_of_task(pid, tid) != "Z":
-            return tid
-    return None
+        return False
+    return any(_state(f"/proc/{pid}/task/{tid}/status") not in ("Z", "X") for tid in tasks)
 
 
-def _state_of_task(pid: int, tid: str) -> str:
+def live_cli_pids(root: int) -> list[int]:
+    """Live ``claude`` processes below ``root``."""
     try:
-        for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
-            if line.startswith("State:"):
-                return line.split()[1]
-    except OSError:
-        return "X"
-    return "X"
-
-
-def cli_processes() -> list[int]:
-    """PIDs of live Claude Code CLI processes started by this test process."""
+        children = psutil.Process(root).children(recursive=True)
+    except psutil.Error:
+        return []
     found = []
-    for child in psutil.Process(os.getpid()).children(recursive=True):
+    for child in children:
         try:
             name = child.name()
         except psutil.Error:
             continue
-        if name == "claude" and _live_task(child.pid) is not None:
+        if name == "claude" and is_alive(child.pid):
             found.append(child.pid)
     return found
 
 
-def environ(pid: int) -> dict[str, str]:
-    tid = _live_task(pid)
-    raw = Path(f"/proc/{tid}/environ").read_bytes()
-    pairs = [item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item]
-    return {k.decode(): v.decode("utf-8", "replace") for k, v in pairs}
-
-
-def cwd(pid: int) -> str:
-    tid = _live_task(pid)
-    return os.readlink(f"/proc/{tid}/cwd")
+def cli_processes() -> list[int]:
+    """PIDs of live Claude Code CLI processes started by this test process."""
+    return live_cli_pids(os.getpid())
 
 
 def zombies() -> list[int]:
     """Dead children nobody reaped (a zombie leader with live threads is not one)."""
-    out = []
-    for child in psutil.Process(os.getpid()).children(recursive=True):
-        if _state(child.pid) == "Z" and _live_task(child.pid) is None:
-            out.append(child.pid)
-    return out
+    return [
+        child.pid for child in psutil.Process(os.getpid()).children(recursive=True)
+        if _state(f"/proc/{child.pid}/status") == "Z" and not is_alive(child.pid)
+    ]
 
 
 def request_dirs() -> set[str]:

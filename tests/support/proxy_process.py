@@ -24,6 +24,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from tests.support.procs import live_cli_pids
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -49,35 +51,12 @@ class ProxyProcess:
 
     def live_cli_children(self) -> list[int]:
         """Live ``claude`` descendants (a zombie leader with running threads counts as live)."""
-        found = []
-        try:
-            children = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.Error:
-            return []
-        for child in children:
-            try:
-                if child.name() != "claude":
-                    continue
-                self.children_seen.add(child.pid)
-                tasks = os.listdir(f"/proc/{child.pid}/task")
-            except (psutil.Error, OSError):
-                continue
-            if any(_task_state(child.pid, tid) != "Z" for tid in tasks):
-                found.append(child.pid)
+        found = live_cli_pids(self.proc.pid)
+        self.children_seen.update(found)
         return found
 
     def sigterm(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
-
-
-def _task_state(pid: int, tid: str) -> str:
-    try:
-        for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
-            if line.startswith("State:"):
-                return line.split()[1]
-    except OSError:
-        return "X"
-    return "X"
 
 
 def proxy_env(overrides: dict[str, str | None]) -> dict[str, str]:

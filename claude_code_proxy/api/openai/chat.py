@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import structlog
 from fastapi import APIRouter, Request
@@ -15,19 +14,15 @@ from claude_code_proxy.api.deps import (
     CatalogDep,
     SettingsDep,
     check_max_tokens,
-    enforce_limits,
-    json_object,
-    parse,
+    read_request,
 )
 from claude_code_proxy.api.sse import openai_data, respond
 from claude_code_proxy.exceptions import ClaudeProxyError
 from claude_code_proxy.models.chat import Completion
 from claude_code_proxy.models.openai_models import ChatCompletionRequest
 from claude_code_proxy.services.claude_client import BackendItem
-from claude_code_proxy.services.metrics import RequestMetrics, observe
 from claude_code_proxy.services.openai_streaming import OpenAIStreamEncoder, new_completion_id
 from claude_code_proxy.services.openai_translator import from_openai, to_chat_completion
-from claude_code_proxy.services.runner import collect_message, tool_names
 
 router = APIRouter()
 log = structlog.get_logger(__name__)
@@ -37,26 +32,15 @@ log = structlog.get_logger(__name__)
 async def create_chat_completion(
     request: Request, backend: BackendDep, catalog: CatalogDep, settings: SettingsDep
 ) -> Response:
-    metrics: RequestMetrics = request.state.metrics
-    raw = await json_object(request)
-    enforce_limits(settings, raw)
-    body = parse(ChatCompletionRequest, raw)
-    metrics.model_requested, metrics.stream = body.model, bool(body.stream)
+    body = await read_request(request, settings, ChatCompletionRequest)
     chat = from_openai(body, catalog.resolve(body.model), settings.default_max_tokens)
     check_max_tokens(settings, chat.max_tokens, "max_completion_tokens" if body.max_completion_tokens else "max_tokens")
-    metrics.model_used = chat.model
-    names = tool_names(chat)
-
-    async def collect(items: AsyncIterator[BackendItem]) -> dict[str, Any]:
-        message, _ = await collect_message(items, names)
-        # The response names the model the client asked for, as OpenAI does.
-        return to_chat_completion(message, model=body.model, completion_id=new_completion_id(),
-                                  created=int(time.time()))
-
+    # Responses name the model the client asked for, as OpenAI does.
     return await respond(
-        request, observe(backend.run(chat), metrics), stream=bool(body.stream),
-        frames=lambda items: openai_frames(items, OpenAIStreamEncoder(body.model, body.include_usage, names)),
-        collect=collect,
+        request, backend, chat, requested_model=body.model, stream=bool(body.stream),
+        frames=lambda items, names: openai_frames(items, OpenAIStreamEncoder(body.model, body.include_usage, names)),
+        render=lambda message: to_chat_completion(
+            message, model=body.model, completion_id=new_completion_id(), created=int(time.time())),
     )
 
 

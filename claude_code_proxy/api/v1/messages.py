@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import structlog
 from fastapi import APIRouter, Request
@@ -14,17 +13,13 @@ from claude_code_proxy.api.deps import (
     CatalogDep,
     SettingsDep,
     check_max_tokens,
-    enforce_limits,
-    json_object,
-    parse,
+    read_request,
 )
 from claude_code_proxy.api.sse import anthropic_event, respond
 from claude_code_proxy.exceptions import ClaudeProxyError, NotFoundError
 from claude_code_proxy.models.chat import Completion
 from claude_code_proxy.models.requests import MessagesRequest
 from claude_code_proxy.services.claude_client import BackendItem
-from claude_code_proxy.services.metrics import RequestMetrics, observe
-from claude_code_proxy.services.runner import collect_message, tool_names
 from claude_code_proxy.services.streaming import AnthropicStreamEncoder
 from claude_code_proxy.services.translator import from_anthropic
 
@@ -37,23 +32,12 @@ log = structlog.get_logger(__name__)
 async def create_message(
     request: Request, backend: BackendDep, catalog: CatalogDep, settings: SettingsDep
 ) -> Response:
-    metrics: RequestMetrics = request.state.metrics
-    raw = await json_object(request)
-    enforce_limits(settings, raw)
-    body = parse(MessagesRequest, raw)
+    body = await read_request(request, settings, MessagesRequest)
     check_max_tokens(settings, body.max_tokens)
-    metrics.model_requested, metrics.stream = body.model, body.stream
     chat = from_anthropic(body, catalog.resolve(body.model))
-    metrics.model_used = chat.model
-    names = tool_names(chat)
-
-    async def collect(items: AsyncIterator[BackendItem]) -> dict[str, Any]:
-        message, _ = await collect_message(items, names)
-        return message
-
     return await respond(
-        request, observe(backend.run(chat), metrics), stream=body.stream,
-        frames=lambda items: anthropic_frames(items, AnthropicStreamEncoder(names)), collect=collect,
+        request, backend, chat, requested_model=body.model, stream=body.stream,
+        frames=lambda items, names: anthropic_frames(items, AnthropicStreamEncoder(names)),
     )
 
 
