@@ -71,14 +71,15 @@ class DirectSDK:
     """The SDK driven directly, with exactly the options the proxy builds for the same request."""
 
     def __init__(self) -> None:
+        from claude_code_proxy.backend.options import build_options
+        from claude_code_proxy.catalog import ModelCatalog
         from claude_code_proxy.config.settings import Settings
-        from claude_code_proxy.models.requests import MessagesRequest
-        from claude_code_proxy.services.claude_client import ClaudeClient
-        from claude_code_proxy.services.model_catalog import ModelCatalog
-        from claude_code_proxy.services.translator import from_anthropic
+        from claude_code_proxy.surfaces.anthropic.models import MessagesRequest
+        from claude_code_proxy.surfaces.anthropic.translate import from_anthropic
 
         self.settings = Settings(_env_file=None, cli_max_retries=0, usage_db="")  # type: ignore[call-arg]
-        self.client = ClaudeClient(self.settings)
+        self._build_options = build_options
+        self.cli_path = self.settings.resolved_cli_path()
         catalog = ModelCatalog(self.settings.models, self.settings.model_aliases, self.settings.default_model)
         body = MessagesRequest.model_validate(messages_body())
         self.chat = from_anthropic(body, catalog.resolve(body.model))
@@ -92,7 +93,7 @@ class DirectSDK:
         return workdir
 
     def options(self, workdir: Path) -> Any:
-        return self.client.options(self.chat, workdir)
+        return self._build_options(self.settings, self.cli_path, self.chat, workdir)
 
     async def cold(self) -> tuple[float, float | None]:
         """One cold ``query()``: (seconds to the ResultMessage, seconds to the first delta)."""

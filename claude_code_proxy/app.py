@@ -1,32 +1,45 @@
-"""The application factory; no module-level app, no settings built at import time."""
+"""The application factory; no module-level app, no settings built at import time.
+
+``create_app`` wires the layers: the surfaces the registry lists (each router mounted as
+is), the guards and request context in front of them, admission and the backend below
+the exchange, and the ledger and Prometheus recorders fed by each request's metrics.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
 
 from claude_code_proxy import __version__
-from claude_code_proxy.api import errors, health, metrics_route, openai, usage
-from claude_code_proxy.api.context import RequestContextMiddleware
-from claude_code_proxy.api.security import SecurityMiddleware
-from claude_code_proxy.api.v1 import messages, models
+from claude_code_proxy.backend.admission import Admission
+from claude_code_proxy.backend.base import Backend
+from claude_code_proxy.backend.claude import ClaudeClient
+from claude_code_proxy.catalog import ModelCatalog
 from claude_code_proxy.config.settings import Settings
 from claude_code_proxy.log import configure
-from claude_code_proxy.services.claude_client import ClaudeBackend, ClaudeClient
-from claude_code_proxy.services.ledger import UsageLedger, UsageRecord
-from claude_code_proxy.services.metrics import Recorder, RequestMetrics
-from claude_code_proxy.services.model_catalog import ModelCatalog
-from claude_code_proxy.services.prometheus import ProxyMetrics
+from claude_code_proxy.ops.ledger import UsageLedger, UsageRecord
+from claude_code_proxy.ops.metrics import Recorder, RequestMetrics
+from claude_code_proxy.ops.prometheus import ProxyMetrics
+from claude_code_proxy.surfaces.registry import Registry, Surface, default_surfaces
+from claude_code_proxy.web import errors
+from claude_code_proxy.web.context import RequestContextMiddleware
+from claude_code_proxy.web.guards import SecurityMiddleware
 
 log = structlog.get_logger("claude_code_proxy")
 
-
-def create_app(settings: Settings | None = None, backend: ClaudeBackend | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    backend: Backend | None = None,
+    surfaces: Iterable[Surface] | None = None,
+) -> FastAPI:
+    """The app; the Claude Code CLI backend unless ``backend`` is given (tests script one),
+    the registry's default surfaces unless ``surfaces`` are."""
     settings = settings or Settings()
     configure(settings.log_level, settings.log_format)
+    registry = Registry(default_surfaces() if surfaces is None else surfaces)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -46,29 +59,23 @@ def create_app(settings: Settings | None = None, backend: ClaudeBackend | None =
         redoc_url=None,
         openapi_url=None,
     )
+    admission = Admission(settings.max_concurrency, settings.queue_size, settings.queue_timeout)
+    prom = ProxyMetrics(registry.model_paths, backend=lambda: app.state.backend, admission=admission)
     app.state.settings = settings
-    app.state.backend = backend or ClaudeClient(settings)
+    app.state.registry = registry
+    app.state.admission = admission
+    app.state.prom = prom
+    app.state.backend = backend or ClaudeClient(settings, admission, prom)
     app.state.catalog = ModelCatalog(settings.models, settings.model_aliases, settings.default_model)
-
     app.state.ledger = UsageLedger(settings.usage_db, settings.usage_retention_days)
-    # Prometheus: per-app registry; its recorder runs beside the ledger's (docs/observability.md).
-    app.state.prom = ProxyMetrics(backend=lambda: app.state.backend)
-    if hasattr(app.state.backend, "on_warm"):
-        prom = app.state.prom
-        app.state.backend.on_warm = lambda hit, model: prom.warm_hit(model) if hit else prom.warm_miss(model)
 
     errors.install(app)
     # Middleware added last runs first: context (request id, metrics), then the guards.
-    app.add_middleware(SecurityMiddleware, settings=settings)
-    app.add_middleware(RequestContextMiddleware,
-                       recorders=lambda: [ledger_recorder(app.state.ledger), app.state.prom.record])
-    app.include_router(messages.router)
-    app.include_router(models.router)
-    app.include_router(openai.router)
-    app.include_router(usage.router)
-    app.include_router(health.router)
-    app.include_router(metrics_route.router)
-
+    app.add_middleware(SecurityMiddleware, settings=settings, registry=registry)
+    app.add_middleware(RequestContextMiddleware, registry=registry,
+                       recorders=lambda: [ledger_recorder(app.state.ledger), prom.record])
+    for surface in registry.surfaces:
+        app.include_router(surface.router)
     return app
 
 
@@ -76,7 +83,7 @@ def ledger_recorder(ledger: UsageLedger) -> Recorder:
     def record(metrics: RequestMetrics) -> None:
         ledger.record(UsageRecord(
             ts=metrics.ts,
-            surface="openai" if metrics.surface == "openai" else "anthropic",
+            surface=metrics.surface,
             route=metrics.route,
             model_requested=metrics.model_requested,
             model_used=metrics.model_used,

@@ -1,10 +1,9 @@
-"""``claude-code-proxy serve`` (and later subcommands)."""
+"""The ``claude-code-proxy`` command: ``serve``, ``doctor`` and ``usage``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import os
 import signal
 import sys
@@ -15,7 +14,9 @@ from typing import Any
 
 from uvicorn import Server as _UvicornServer
 
-from claude_code_proxy import __version__, doctor, usage_cli
+from claude_code_proxy import __version__
+from claude_code_proxy.config.settings import is_loopback
+from claude_code_proxy.ops import doctor, usage_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,15 +42,6 @@ def bind_problem(host: str, has_key: bool) -> str | None:
         "Set CLAUDE_PROXY_API_KEY (clients then send it as a Bearer token or x-api-key), "
         "or bind 127.0.0.1."
     )
-
-
-def is_loopback(host: str) -> bool:
-    if host.strip("[]").lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def serve(host: str | None, port: int | None, reload: bool) -> int:
@@ -131,3 +123,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+__all__ = ["bind_problem", "build_parser", "is_loopback", "main"]

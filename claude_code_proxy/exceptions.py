@@ -3,9 +3,13 @@
     ClaudeProxyError                      500 api_error / server_error
     ├── IsolationError                    500 (agent_isolation_violation): the CLI showed tools
     ├── InvalidRequestError               400 invalid_request_error (carries ``param``)
-    │   └── RequestTooLargeError          413 request_too_large
+    │   ├── RequestTooLargeError          413 request_too_large
+    │   │   └── TooManyMessagesError      413 (too_many_messages)
+    │   ├── UnsupportedMediaTypeError     415
+    │   └── MethodNotAllowedError         405
     ├── AuthenticationError               401 authentication_error
     ├── PermissionDeniedError             403 permission_error
+    │   └── MisdirectedRequestError       421 (a Host not served here)
     ├── NotFoundError                     404 not_found_error
     │   └── ModelNotFoundError            404 not_found_error / model_not_found
     ├── RateLimitError                    429 rate_limit_error (carries ``retry_after``)
@@ -13,10 +17,11 @@
     ├── OverloadedError                   529 overloaded_error (503 on the OpenAI surface)
     ├── ServiceUnavailableError           503 service_unavailable (CLI missing, queue full...)
     │   └── NotLoggedInError              503 with how to log in
-    └── GatewayTimeoutError                     504 timeout_error
+    ├── GatewayTimeoutError               504 timeout_error
+    └── HTTPStatusError                   any other status the web framework raises
 
-Each class names its HTTP status and its Anthropic error type; ``api/errors.py`` renders
-them in each API's shape.  Messages are written for the user and never carry paths,
+Each class names its HTTP status and its Anthropic error type; each surface's ``errors``
+module renders them in its API's shape.  Messages are written for the user and never carry paths,
 stack traces or CLI stderr.
 """
 
@@ -54,6 +59,18 @@ class RequestTooLargeError(InvalidRequestError):
     openai_code = "request_too_large"
 
 
+class TooManyMessagesError(RequestTooLargeError):
+    openai_code = "too_many_messages"
+
+
+class UnsupportedMediaTypeError(InvalidRequestError):
+    status_code = 415
+
+
+class MethodNotAllowedError(InvalidRequestError):
+    status_code = 405
+
+
 class AuthenticationError(ClaudeProxyError):
     status_code = 401
     error_type = "authentication_error"
@@ -65,6 +82,12 @@ class PermissionDeniedError(ClaudeProxyError):
     status_code = 403
     error_type = "permission_error"
     openai_type = "permission_error"
+
+
+class MisdirectedRequestError(PermissionDeniedError):
+    """A Host this server does not answer for (DNS-rebinding protection)."""
+
+    status_code = 421
 
 
 class NotFoundError(ClaudeProxyError):
@@ -100,7 +123,6 @@ class OverloadedError(ClaudeProxyError):
     status_code = 529
     error_type = "overloaded_error"
     openai_type = "overloaded_error"
-    openai_status_code = 503
 
 
 class ServiceUnavailableError(ClaudeProxyError):
@@ -119,9 +141,12 @@ class GatewayTimeoutError(ClaudeProxyError):
     openai_type = "timeout"
 
 
-def openai_status(error: ClaudeProxyError) -> int:
-    """The status the OpenAI surface uses: 529 is not an OpenAI status, 503 is."""
-    return getattr(error, "openai_status_code", error.status_code)
+class HTTPStatusError(ClaudeProxyError):
+    """Any other HTTP error the web framework raises, with its own status."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
 
 
 class ClientDisconnectedError(Exception):

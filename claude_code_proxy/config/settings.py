@@ -8,6 +8,7 @@ defaults below, then auto-detection (the CLI path).  ``.env.example`` and
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import json
 import shutil
 from functools import lru_cache
@@ -170,6 +171,17 @@ class Settings(BaseSettings):
         if self.cli_path:
             return self.cli_path
         return find_cli()
+
+
+def is_loopback(host: str) -> bool:
+    """Is ``host`` (a bind address or Host name) reachable only from this machine?"""
+    bare = host.strip().strip("[]").lower()
+    if bare == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bare).is_loopback
+    except ValueError:
+        return False
 
 
 def find_cli() -> str | None:

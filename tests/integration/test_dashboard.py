@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from claude_code_proxy.api import usage
-from claude_code_proxy.services.ledger import UsageLedger, UsageRecord
+from claude_code_proxy.ops import usage
+from claude_code_proxy.ops.ledger import UsageLedger, UsageRecord
 from tests.conftest import make_settings
 from tests.support.server import RunningServer, serve
 

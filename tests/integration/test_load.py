@@ -147,10 +147,10 @@ def test_forty_concurrent_streams_never_exceed_the_cap(tmp_path: Path) -> None:
             assert_well_formed(outcome)
         for outcome in busy:
             assert int(outcome.headers["retry-after"]) >= 1
-            assert outcome.to_status < 1.0, f"a 503 took {outcome.to_status:.2f} s"
             payload = json.loads(outcome.body)
-            assert "busy" in (payload["error"]["message"]).lower()
-        assert sorted(o.to_status for o in busy)[len(busy) // 2] < 0.5, "503s must come at once"
+            # Refused at once for a full queue, never after waiting in it (no clock needed:
+            # the two refusals say which one they are).
+            assert "queue full" in payload["error"]["message"], payload
         assert 1 <= peak[0] <= 4, f"peak of {peak[0]} CLI processes"
         assert backend.admission.peak <= 4
         assert backend.spawned == 12 and spawn_count(cli_dir) == 12

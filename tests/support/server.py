@@ -10,8 +10,8 @@ from contextlib import contextmanager
 import uvicorn
 
 from claude_code_proxy.app import create_app
+from claude_code_proxy.backend.base import Backend as ClaudeBackend
 from claude_code_proxy.config.settings import Settings
-from claude_code_proxy.services.claude_client import ClaudeBackend
 
 
 class RunningServer:

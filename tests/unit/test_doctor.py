@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from claude_code_proxy import doctor
 from claude_code_proxy.config.settings import Settings
 from claude_code_proxy.exceptions import RateLimitError
+from claude_code_proxy.ops import doctor
 from tests.conftest import make_settings
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.server import RunningServer
@@ -266,7 +266,7 @@ def test_live_is_skipped_when_the_cli_is_missing(settings: Settings, upstream: F
 
 async def test_live_failure_has_a_fix(settings: Settings) -> None:
     class RateLimited:
-        async def run(self, request: Any) -> Any:
+        async def run(self, request: Any, ticket: Any) -> Any:
             raise RateLimitError("Rate limited by the upstream API; retry later.")
             yield  # pragma: no cover - makes this an async generator
 
@@ -279,7 +279,7 @@ async def test_live_timeout(settings: Settings) -> None:
     import anyio
 
     class Hangs:
-        async def run(self, request: Any) -> Any:
+        async def run(self, request: Any, ticket: Any) -> Any:
             await anyio.sleep(30)
             yield  # pragma: no cover
 

@@ -20,7 +20,7 @@ from typing import Any, cast
 import httpx
 import pytest
 
-from claude_code_proxy.services.ledger import (
+from claude_code_proxy.ops.ledger import (
     SCHEMA_VERSION,
     UsageLedger,
     UsageRecord,
@@ -29,7 +29,7 @@ from claude_code_proxy.services.ledger import (
     parse_when,
     schema_version,
 )
-from claude_code_proxy.usage_cli import add_parser, run
+from claude_code_proxy.ops.usage_cli import add_parser, run
 from tests.conftest import make_settings
 from tests.support.server import RunningServer, serve
 

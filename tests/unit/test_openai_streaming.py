@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk
 
+from claude_code_proxy.chat.answer import Completion
 from claude_code_proxy.exceptions import OverloadedError, RateLimitError
-from claude_code_proxy.models.chat import Completion
-from claude_code_proxy.services.openai_streaming import OpenAIStreamEncoder
+from claude_code_proxy.exchange import frames as exchange_frames
+from claude_code_proxy.surfaces.openai_chat.encode import OpenAIStreamEncoder
 
 USAGE = {"input_tokens": 20, "output_tokens": 9, "cache_creation_input_tokens": 5, "cache_read_input_tokens": 3}
 HEAD = {"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 1700000000, "model": "gpt-4o",
@@ -63,13 +65,26 @@ TOOL_EVENTS = [
 ]
 
 
+def decode(frames: list[bytes]) -> list[Any]:
+    """SSE ``data:`` frames back into their payloads (``[DONE]`` stays a string)."""
+    payloads = []
+    for frame in frames:
+        text = frame.decode()
+        assert text.startswith("data: ") and text.endswith("\n\n") and text.count("\n") == 2
+        data = text[len("data: "):-2]
+        payloads.append(data if data == "[DONE]" else json.loads(data))
+    return payloads
+
+
 def encode(events: list[dict[str, Any]], completion: Completion, *, include_usage: bool = False,
            tool_names: dict[str, str] | None = None) -> list[dict[str, Any]]:
     encoder = OpenAIStreamEncoder("gpt-4o", include_usage, tool_names, completion_id="chatcmpl-x", created=1700000000)
-    chunks = [chunk for event in events for chunk in encoder.feed(event)]
-    chunks += encoder.finish(completion)
+    frames = [frame for event in events for frame in encoder.feed(event)]
+    frames += encoder.finish(completion)
     assert encoder.finished
-    return chunks
+    chunks = decode(frames)
+    assert chunks[-1] == "[DONE]" and "[DONE]" not in chunks[:-1]
+    return chunks[:-1]
 
 
 def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -157,12 +172,21 @@ def test_non_empty_block_starts_and_unknown_events() -> None:
 
 def test_mid_stream_errors_render_in_openai_shape() -> None:
     encoder = OpenAIStreamEncoder("m")
-    assert encoder.error(OverloadedError("busy")) == {
-        "error": {"message": "busy", "type": "overloaded_error", "param": None, "code": None}}
-    assert encoder.error(RateLimitError("slow down"))["error"]["code"] == "rate_limit_exceeded"
-    unexpected = encoder.error(KeyError("secret internal detail"))
-    assert unexpected == {"error": {"message": "Internal error in the proxy.", "type": "server_error",
-                                    "param": None, "code": None}}
+    assert decode(encoder.error(OverloadedError("busy"))) == [{
+        "error": {"message": "busy", "type": "overloaded_error", "param": None, "code": None}}]
+    assert decode(encoder.error(RateLimitError("slow down")))[0]["error"]["code"] == "rate_limit_exceeded"
+
+
+async def test_an_unexpected_failure_mid_stream_says_nothing_internal() -> None:
+    async def run() -> AsyncGenerator[dict[str, Any], None]:
+        yield TEXT_EVENTS[0]
+        raise KeyError("secret internal detail")
+
+    frames = [frame async for frame in exchange_frames(run(), OpenAIStreamEncoder("m"))]
+    payloads = decode(frames)
+    assert payloads[-1] == {"error": {"message": "Internal error in the proxy.", "type": "server_error",
+                                      "param": None, "code": None}}
+    assert "[DONE]" not in payloads
 
 
 def test_ids_are_unique_per_stream() -> None:

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
-from claude_code_proxy.api.deps import parse
+from claude_code_proxy.chat.answer import Answer
+from claude_code_proxy.chat.request import ChatRequest, ClientTool
 from claude_code_proxy.exceptions import InvalidRequestError
-from claude_code_proxy.models.chat import ChatRequest, ClientTool
-from claude_code_proxy.models.openai_models import ChatCompletionRequest
-from claude_code_proxy.services.openai_translator import from_openai, to_chat_completion
+from claude_code_proxy.surfaces.openai_chat.models import ChatCompletionRequest
+from claude_code_proxy.surfaces.openai_chat.translate import from_openai, to_chat_completion
+from claude_code_proxy.web.body import parse
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n fake").decode()
 HI = {"role": "user", "content": "hi"}
@@ -274,11 +275,10 @@ def test_invalid_shapes_name_the_field(body: dict[str, Any], param: str) -> None
 
 # -- response ----------------------------------------------------------------------------------
 
-def message(content: list[dict[str, Any]], stop_reason: str | None = "end_turn", **usage: int) -> dict[str, Any]:
-    return {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x", "content": content,
-            "stop_reason": stop_reason, "stop_sequence": None,
-            "usage": {"input_tokens": 10, "output_tokens": 5, "cache_creation_input_tokens": 0,
-                      "cache_read_input_tokens": 0, **usage}}
+def message(content: list[dict[str, Any]], stop_reason: str | None = "end_turn", **usage: int) -> Answer:
+    return Answer(id="msg_1", model="claude-x", content=content, stop_reason=stop_reason, stop_sequence=None,
+                  usage={"input_tokens": 10, "output_tokens": 5, "cache_creation_input_tokens": 0,
+                         "cache_read_input_tokens": 0, **usage})
 
 
 def test_text_completion_golden() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -11,11 +10,15 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from claude_code_proxy.services.claude_client import CliStatus
-from claude_code_proxy.services.metrics import RequestMetrics
-from claude_code_proxy.services.prometheus import CONTENT_TYPE, MAX_MODELS, ProxyMetrics
+from claude_code_proxy.backend.admission import Admission
+from claude_code_proxy.backend.base import BackendStats, CliStatus
+from claude_code_proxy.backend.scripted import ScriptedBackend
+from claude_code_proxy.ops.metrics import RequestMetrics
+from claude_code_proxy.ops.prometheus import CONTENT_TYPE, MAX_MODELS, ProxyMetrics
 from tests.conftest import make_settings
 from tests.support.server import serve
+
+MODEL_ROUTES = frozenset({"/v1/messages", "/v1/chat/completions", "/openai/v1/chat/completions"})
 
 
 def request(**values: Any) -> RequestMetrics:
@@ -53,7 +56,7 @@ def value(prom: ProxyMetrics, name: str, **labels: str) -> float | None:
 
 
 def test_request_counts_by_route_surface_and_status() -> None:
-    prom = ProxyMetrics()
+    prom = ProxyMetrics(MODEL_ROUTES)
     prom.record(answered())
     prom.record(answered())
     prom.record(answered(route="/openai/v1/chat/completions", surface="openai", status=429))
@@ -63,13 +66,13 @@ def test_request_counts_by_route_surface_and_status() -> None:
 
 
 def test_unknown_routes_share_one_label() -> None:
-    prom = ProxyMetrics()
+    prom = ProxyMetrics(MODEL_ROUTES)
     prom.record(answered(route="/v1/messages/../../x%0aevil"))
     assert value(prom, "claude_proxy_requests_total", route="other", surface="anthropic", status="200") == 1
 
 
 def test_latency_and_ttft_histograms_in_seconds() -> None:
-    prom = ProxyMetrics()
+    prom = ProxyMetrics(MODEL_ROUTES)
     prom.record(answered(duration_ms=1200.0, ttft_ms=250.0))
     prom.record(answered(duration_ms=40.0, ttft_ms=None, stream=True))  # failed before any token
     labels = {"route": "/v1/messages", "surface": "anthropic", "stream": "false"}
@@ -85,7 +88,7 @@ def test_latency_and_ttft_histograms_in_seconds() -> None:
 
 
 def test_tokens_by_model_and_kind_and_cost() -> None:
-    prom = ProxyMetrics()
+    prom = ProxyMetrics(MODEL_ROUTES)
     prom.record(answered())
     prom.record(answered(usage={"input_tokens": 5, "output_tokens": 1}, cost_usd=0.0025))
     model = "claude-sonnet-4-5"
@@ -97,14 +100,14 @@ def test_tokens_by_model_and_kind_and_cost() -> None:
 
 
 def test_no_usage_and_no_cost_add_nothing() -> None:
-    prom = ProxyMetrics()
+    prom = ProxyMetrics(MODEL_ROUTES)
     prom.record(answered(usage={}, cost_usd=None))
     names = {name for name, _ in samples(prom)}
     assert "claude_proxy_tokens_total" not in names and "claude_proxy_cost_usd_total" not in names
 
 
 def test_upstream_errors_by_kind_only_once_the_request_reached_the_cli() -> None:
-    prom = ProxyMetrics()
+    prom = ProxyMetrics(MODEL_ROUTES)
     prom.record(answered(error_kind="rate_limit_error", status=429, usage={}, cost_usd=None))
     prom.record(answered(error_kind="client_disconnected", usage={}, cost_usd=None))
     prom.record(answered(error_kind="overloaded_error", status=529, usage={}, cost_usd=None))
@@ -121,7 +124,7 @@ def test_upstream_errors_by_kind_only_once_the_request_reached_the_cli() -> None
 
 
 def test_warm_pool_hits_and_misses() -> None:
-    prom = ProxyMetrics()
+    prom = ProxyMetrics(MODEL_ROUTES)
     names = {family.name for family in text_string_to_metric_families(generate_latest(prom.registry).decode())}
     assert {"claude_proxy_warm_pool_hits", "claude_proxy_warm_pool_misses"} <= names  # present before use
     prom.warm_hit("sonnet")
@@ -132,7 +135,7 @@ def test_warm_pool_hits_and_misses() -> None:
 
 
 def test_model_labels_are_bounded() -> None:
-    prom = ProxyMetrics()
+    prom = ProxyMetrics(MODEL_ROUTES)
     for i in range(MAX_MODELS + 10):
         prom.record(answered(model_used=f"claude-x-{i}"))
     models = {dict(labels)["model"] for name, labels in samples(prom) if name == "claude_proxy_tokens_total"}
@@ -142,9 +145,10 @@ def test_model_labels_are_bounded() -> None:
 
 
 def test_backend_gauges_are_read_at_scrape_time() -> None:
-    admission = SimpleNamespace(active=0, waiting=0, limit=4)
-    backend = SimpleNamespace(admission=admission, rate_limit=None, pool=SimpleNamespace(ready_count=1), spawned=5)
-    prom = ProxyMetrics(backend=lambda: backend)
+    admission = Admission(4, 8, 1.0)
+    stats = BackendStats(spawned=5, warm_ready=1)
+    backend = SimpleNamespace(stats=lambda: stats)
+    prom = ProxyMetrics(MODEL_ROUTES, backend=lambda: backend, admission=admission)  # type: ignore[arg-type,return-value]
     assert value(prom, "claude_proxy_cli_processes_running") == 0
     admission.active, admission.waiting = 3, 2
     assert value(prom, "claude_proxy_cli_processes_running") == 3
@@ -153,22 +157,23 @@ def test_backend_gauges_are_read_at_scrape_time() -> None:
     assert value(prom, "claude_proxy_warm_pool_ready") == 1
     assert value(prom, "claude_proxy_cli_spawned_total") == 5
     assert not any(name.startswith("claude_proxy_rate_limit") for name, _ in samples(prom))
-    backend.rate_limit = {"status": "allowed_warning", "type": "five_hour", "utilization": 0.8, "resets_at": 1}
+    stats = BackendStats(spawned=5, warm_ready=1, rate_limit={
+        "status": "allowed_warning", "type": "five_hour", "utilization": 0.8, "resets_at": 1})
     assert value(prom, "claude_proxy_rate_limit_status", type="five_hour", status="allowed_warning") == 1
     assert value(prom, "claude_proxy_rate_limit_utilization", type="five_hour") == pytest.approx(0.8)
 
 
-def test_a_backend_without_those_attributes_reads_as_zero() -> None:
-    prom = ProxyMetrics(backend=lambda: object())
+def test_a_scripted_backend_reads_as_zero() -> None:
+    prom = ProxyMetrics(MODEL_ROUTES, backend=lambda: ScriptedBackend(), admission=Admission(4, 8, 1.0))
     assert value(prom, "claude_proxy_cli_processes_running") == 0
     assert value(prom, "claude_proxy_queue_waiting") == 0
-    names = {name for name, _ in samples(prom)}
-    absent = {"claude_proxy_warm_pool_ready", "claude_proxy_cli_processes_limit", "claude_proxy_cli_spawned_total"}
-    assert not absent & names
+    assert value(prom, "claude_proxy_warm_pool_ready") == 0
+    assert value(prom, "claude_proxy_cli_spawned_total") == 0
+    assert not any(name.startswith("claude_proxy_rate_limit") for name, _ in samples(prom))
 
 
 def test_each_app_has_its_own_registry_and_the_global_one_stays_clean() -> None:
-    first, second = ProxyMetrics(), ProxyMetrics()
+    first, second = ProxyMetrics(MODEL_ROUTES), ProxyMetrics(MODEL_ROUTES)
     first.record(answered())
     assert value(first, "claude_proxy_requests_total", route="/v1/messages", surface="anthropic", status="200") == 1
     assert value(second, "claude_proxy_requests_total", route="/v1/messages", surface="anthropic", status="200") is None
@@ -177,11 +182,11 @@ def test_each_app_has_its_own_registry_and_the_global_one_stays_clean() -> None:
 
 def test_build_info() -> None:
     from claude_code_proxy import __version__
-    assert value(ProxyMetrics(), "claude_proxy_build_info", version=__version__) == 1
+    assert value(ProxyMetrics(MODEL_ROUTES), "claude_proxy_build_info", version=__version__) == 1
 
 
 def test_no_request_text_reaches_the_registry() -> None:
-    prom = ProxyMetrics()
+    prom = ProxyMetrics(MODEL_ROUTES)
     prom.record(answered(model_requested="CANARY-MODEL-TEXT", model_used="", client="CANARY-CLIENT"))
     text = generate_latest(prom.registry).decode()
     assert "CANARY-CLIENT" not in text and "req_test" not in text
@@ -190,23 +195,17 @@ def test_no_request_text_reaches_the_registry() -> None:
 # -- wired into the app -----------------------------------------------------------------------
 
 
-class StatusOnlyBackend:
-    """A scripted backend without admission, rate_limit or pool: /metrics and /health still work."""
-
-    async def run(self, request: object) -> AsyncIterator[Any]:
+def status_only_backend() -> ScriptedBackend:
+    """A scripted backend that must never be asked for an answer: /metrics and /health work."""
+    def no_model_call(request: object) -> list[Any]:
         raise AssertionError("no model call expected")
-        yield
 
-    async def status(self, *, refresh: bool = False) -> CliStatus:
-        return CliStatus(found=True, path="/fake/claude", version="9.9.9", logged_in=True, auth_method="claude.ai",
-                         subscription_type="max")
-
-    async def aclose(self) -> None:
-        return None
+    return ScriptedBackend(no_model_call, CliStatus(found=True, path="/fake/claude", version="9.9.9",
+                                                    logged_in=True, auth_method="claude.ai", subscription_type="max"))
 
 
 def test_app_serves_metrics_and_health_with_a_scripted_backend() -> None:
-    with serve(make_settings(), backend=StatusOnlyBackend()) as running:
+    with serve(make_settings(), backend=status_only_backend()) as running:
         response = httpx.get(f"{running.url}/metrics")
         assert response.status_code == 200
         assert response.headers["content-type"] == CONTENT_TYPE
@@ -222,7 +221,7 @@ def test_app_serves_metrics_and_health_with_a_scripted_backend() -> None:
 
 
 def test_metrics_need_the_api_key_when_one_is_set() -> None:
-    with serve(make_settings(api_key="metrics-secret"), backend=StatusOnlyBackend()) as running:
+    with serve(make_settings(api_key="metrics-secret"), backend=status_only_backend()) as running:
         url = f"{running.url}/metrics"
         assert httpx.get(url).status_code == 401
         assert httpx.get(url, headers={"authorization": "Bearer wrong"}).status_code == 401

@@ -1,0 +1,310 @@
+"""The Claude Code CLI backend: the only place a request meets ``claude_agent_sdk``.
+
+``run()`` takes a pre-started CLI from the warm pool (or starts one), writes the
+conversation as real history, sends the last user turn, and yields the upstream Anthropic
+stream events of the one upstream message the client asked for, then a ``Completion``;
+failures are raised as ``ClaudeProxyError``.  The pieces, each in its own module:
+
+    options.py     how a CLI is started (safety options, environment, per-request knobs)
+    run_state.py   the SDK's message stream -> events, an end, or an error
+    deadlines.py   first-event, idle and total deadlines, and the shutdown drain
+    process.py     start, and the one end-of-life path of every CLI process
+    probe.py       version and login state, for /health and doctor
+    warm_pool.py   single-use pre-started CLIs, keyed by everything fixed at spawn
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+import anyio
+from claude_agent_sdk import (
+    ClaudeSDKClient,
+    ClaudeSDKError,
+    CLIConnectionError,
+    CLINotFoundError,
+    RateLimitEvent,
+    ResultMessage,
+    StreamEvent,
+    SystemMessage,
+)
+
+from claude_code_proxy.backend.admission import Admission, Ticket
+from claude_code_proxy.backend.base import BackendObserver, BackendStats, CliStatus, NullObserver
+from claude_code_proxy.backend.deadlines import Deadlines, Drain
+from claude_code_proxy.backend.options import (
+    NOT_FOUND_HELP,
+    allowed_tools,
+    build_options,
+    cli_usable,
+    spawn_key,
+    upstream_history,
+)
+from claude_code_proxy.backend.probe import probe_cli
+from claude_code_proxy.backend.process import AFTER_RESPONSE_S, Prepared, Processes
+from claude_code_proxy.backend.run_state import RunState, check_isolation, rate_limit_summary
+from claude_code_proxy.backend.warm_pool import WarmPool
+from claude_code_proxy.chat.answer import BackendItem, Completion
+from claude_code_proxy.chat.request import ChatRequest
+from claude_code_proxy.config.settings import Settings
+from claude_code_proxy.exceptions import ClaudeProxyError, ServiceUnavailableError
+
+RESULT_WAIT_S = 2.0
+"""How long the CLI's result (its cost figure) is awaited after a complete answer."""
+STATUS_TTL_S = 300
+
+
+class ClaudeClient:
+    """Runs one fresh, locked-down CLI process per request."""
+
+    def __init__(
+        self, settings: Settings, admission: Admission, observer: BackendObserver | None = None
+    ) -> None:
+        self.settings = settings
+        self.cli_path = settings.resolved_cli_path()
+        self.admission = admission
+        self.observer = observer or NullObserver()
+        self.processes = Processes()
+        self.drain = Drain()
+        self.rate_limit: dict[str, Any] | None = None
+        """The subscription's latest rate-limit state the CLI reported (shown by /health)."""
+        self.warm_starts = 0
+        self._status: CliStatus | None = None
+        self._status_lock = asyncio.Lock()
+        self.pool: WarmPool[Prepared] = WarmPool(
+            size=settings.warm_pool_size,
+            max_keys=settings.warm_pool_keys,
+            idle_seconds=settings.warm_pool_idle,
+            spawn=self._prepare,
+            dispose=self.processes.dispose,
+            budget_left=self._budget_left,
+        )
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def spawned(self) -> int:
+        return self.processes.spawned
+
+    # -- the contract ------------------------------------------------------------------
+    def ready(self) -> None:
+        if self.drain.draining:
+            raise ServiceUnavailableError("The proxy is shutting down.", retry_after=5)
+        if not cli_usable(self.cli_path):
+            raise ServiceUnavailableError(NOT_FOUND_HELP)
+
+    def stats(self) -> BackendStats:
+        return BackendStats(spawned=self.spawned, warm_ready=self.pool.ready_count, rate_limit=self.rate_limit)
+
+    def begin_drain(self, grace: float) -> None:
+        self.drain.begin(grace)
+
+    async def status(self, *, refresh: bool = False) -> CliStatus:
+        """CLI path, version and login state; cached, since each probe spawns the CLI."""
+        async with self._status_lock:
+            fresh = self._status and time.monotonic() - self._status.checked_at < STATUS_TTL_S
+            if self._status is None or not fresh or refresh:
+                self._status = await probe_cli(self.cli_path)
+            return self._status
+
+    async def run(self, request: ChatRequest, ticket: Ticket) -> AsyncGenerator[BackendItem, None]:
+        ticket.taken = True
+        slot = _Slot(self, spawn_key(request), request, ticket)
+        if self.drain.draining:  # shutdown began while this request waited in line
+            slot.release()
+            raise ServiceUnavailableError("The proxy is shutting down.", retry_after=5)
+        try:
+            run = self._run(request, slot)
+            try:
+                async for item in run:
+                    yield item
+            finally:
+                await run.aclose()  # tear the CLI down now, not when garbage-collected
+        finally:
+            if not slot.handed_off:
+                slot.release()
+
+    async def aclose(self) -> None:
+        """Stop the warm pool and end every CLI still running (server shutdown)."""
+        with anyio.CancelScope(shield=True):
+            if self._sweeper is not None:
+                self._sweeper.cancel()
+            await self.pool.aclose()
+            await self.processes.aclose()
+
+    # -- one run -----------------------------------------------------------------------
+    async def _prepare(self, request: ChatRequest) -> Prepared:
+        return await self.processes.start(lambda workdir: build_options(self.settings, self.cli_path, request, workdir))
+
+    async def _run(self, request: ChatRequest, slot: _Slot) -> AsyncGenerator[BackendItem, None]:
+        clock = Deadlines(self.settings, self.drain)
+        prepared = self.pool.take(slot.key)
+        self.warm_starts += prepared is not None
+        if self.pool.enabled:
+            (self.observer.warm_hit if prepared is not None else self.observer.warm_miss)(request.model)
+        if prepared is None:
+            self.pool.make_room()
+        state = RunState(allowed_tools=allowed_tools(request), structured=request.output_schema is not None)
+        completion: Completion | None = None
+        messages: AsyncIterator[Any] | None = None
+        try:
+            with clock.scope() as scope:
+                if prepared is None:
+                    prepared = await self._prepare(request)
+                client = prepared.client
+                messages = client.receive_messages().__aiter__()
+                await self._seed(client, messages, upstream_history(request), state.allowed_tools, request.model)
+                await client.query(_one(_user(request.messages[-1], should_query=True)))
+            clock.check(scope)
+            while not state.done:
+                try:
+                    message = await clock.next_message(messages)
+                except StopAsyncIteration:
+                    raise ClaudeProxyError("The Claude Code CLI exited before it finished answering.") from None
+                if isinstance(message, StreamEvent):
+                    clock.event()
+                elif isinstance(message, RateLimitEvent):
+                    self.rate_limit = rate_limit_summary(message)
+                    state.rate_limit = self.rate_limit
+                for item in state.feed(message):
+                    yield item
+            completion = Completion(state.stop_reason, state.stop_sequence, state.usage, None, state.model,
+                                    pending=state.result_follows)
+            slot.succeeded = True
+            yield completion
+        except CLINotFoundError:
+            raise ServiceUnavailableError(NOT_FOUND_HELP) from None
+        except (CLIConnectionError, ClaudeSDKError):
+            raise ClaudeProxyError("The Claude Code CLI exited before it finished answering.") from None
+        finally:
+            # The answer is complete or abandoned: nothing more is wanted from this CLI (after
+            # max_tokens it would even start continuation requests). Never reused. Its slot
+            # goes with it: freed once the process is gone, not before.
+            if prepared is not None:
+                slot.handed_off = True
+                last_words = None
+                if completion is not None and completion.pending and messages is not None:
+                    last_words = _read_cost(messages, completion)
+                self.processes.end(prepared, slot.release, last_words)
+            elif completion is not None and completion.pending:
+                completion.settle(None)
+
+    async def _seed(
+        self,
+        client: ClaudeSDKClient,
+        messages: AsyncIterator[Any],
+        history: list[dict[str, Any]],
+        allowed: frozenset[str],
+        model_hint: str,
+    ) -> None:
+        """Write earlier turns as real history: gated user turns, then assistant turns.
+
+        Assistant turns carry a message id and the model the CLI resolved (from its init
+        report): without them the CLI treats the turn as foreign and drops its signed
+        thinking blocks, which upstream needs back when thinking is on.
+        """
+        model = model_hint
+        for turn in history:
+            if turn["role"] == "assistant":
+                uses_tool = any(block.get("type") == "tool_use" for block in turn["content"])
+                await client.query(_one({
+                    "type": "assistant",
+                    "message": {
+                        "id": f"msg_history{uuid.uuid4().hex[:16]}",
+                        "type": "message",
+                        "role": "assistant",
+                        "model": model,
+                        "content": turn["content"],
+                        "stop_reason": "tool_use" if uses_tool else "end_turn",
+                        "stop_sequence": None,
+                        "usage": {"input_tokens": 0, "output_tokens": 0},
+                    },
+                    "parent_tool_use_id": None,
+                }))
+                continue
+            await client.query(_one(_user(turn, should_query=False)))
+            # Wait for the CLI's acknowledgement before writing the next item.
+            async for reply in messages:
+                if isinstance(reply, SystemMessage) and reply.subtype == "init":
+                    check_isolation(reply.data, allowed)
+                    model = reply.data.get("model") or model
+                if isinstance(reply, ResultMessage):
+                    if reply.is_error:
+                        raise ClaudeProxyError("The Claude Code CLI refused the conversation history.")
+                    break
+
+    # -- the warm pool -----------------------------------------------------------------
+    def _budget_left(self) -> int:
+        pool = self.pool
+        return self.settings.max_concurrency - self.admission.active - pool.ready_count - pool.starting_count
+
+    def _refill(self, key: str, request: ChatRequest) -> None:
+        if not self.drain.draining:
+            self.pool.refill(key, request)
+
+    def _start_sweeper(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self.pool.sweep_forever())
+
+
+class _Slot:
+    """A run's concurrency ticket; freeing it may start the configuration's replacement."""
+
+    def __init__(self, owner: ClaudeClient, key: str, request: ChatRequest, ticket: Ticket) -> None:
+        self.owner = owner
+        self.key = key
+        self.request = request
+        self.ticket = ticket
+        self.handed_off = False
+        self.succeeded = False
+        """Only a configuration that just worked gets a replacement started."""
+
+    def release(self) -> None:
+        if self.ticket.released:
+            return
+        self.ticket.release()
+        owner = self.owner
+        if self.succeeded and owner.pool.enabled and not owner.drain.draining:
+            # The next request's process for this configuration starts once this one's CLI
+            # is gone and the answer is out: it competes with no answer for CPU.
+            owner._start_sweeper()
+            asyncio.get_running_loop().call_later(AFTER_RESPONSE_S, owner._refill, self.key, self.request)
+
+
+def _read_cost(messages: AsyncIterator[Any], completion: Completion) -> Any:
+    """The CLI's last words after a complete answer: its result, for the cost figure."""
+    async def read() -> None:
+        cost: float | None = None
+        try:
+            with anyio.move_on_after(RESULT_WAIT_S):
+                async for message in messages:
+                    if isinstance(message, ResultMessage):
+                        if not message.is_error:
+                            cost = message.total_cost_usd
+                        break
+        finally:
+            completion.settle(cost)
+
+    return read
+
+
+def _user(message: dict[str, Any], *, should_query: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "type": "user",
+        "message": {"role": "user", "content": message["content"]},
+        "parent_tool_use_id": None,
+    }
+    if not should_query:
+        out["uuid"] = str(uuid.uuid4())
+        out["shouldQuery"] = False
+    return out
+
+
+async def _one(message: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    yield message
+
+
+__all__ = ["ClaudeClient"]

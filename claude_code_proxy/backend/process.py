@@ -1,0 +1,164 @@
+"""The CLI process life cycle: start, and one end-of-life path for every process.
+
+A process is started for one request (or pre-started by the warm pool) in a private
+directory.  However its request ends (answer complete, failure, client gone, deadline),
+``end()`` is the one way out: optionally read what the CLI still has to say (its cost
+figure), kill, reap, tell the owner the process is gone (its concurrency slot is freed
+only then), and remove the SDK client and directory shortly after, off the response path.
+``aclose()`` (server shutdown) ends every process still alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient
+
+AFTER_RESPONSE_S = 0.03
+"""How long after an answer its cleanup and the next warm start begin."""
+
+
+@dataclass
+class Prepared:
+    """A started, initialized CLI and its private directory; used for one request only."""
+
+    client: ClaudeSDKClient
+    workdir: Path
+
+
+def process_of(client: ClaudeSDKClient) -> Any:
+    """The CLI process behind an SDK client (the SDK has no public handle on it)."""
+    return getattr(getattr(client, "_transport", None), "_process", None)
+
+
+def _kill_now(prepared: Prepared) -> None:
+    process = process_of(prepared.client)
+    if process is not None and process.returncode is None:
+        with suppress(Exception):
+            process.kill()
+
+
+async def _kill_and_reap(prepared: Prepared) -> None:
+    process = process_of(prepared.client)
+    if process is None:
+        return
+    _kill_now(prepared)
+    with anyio.CancelScope(shield=True), anyio.move_on_after(2), suppress(Exception):
+        await process.wait()
+
+
+class Processes:
+    """Every CLI process the backend owns, and the background work that ends them."""
+
+    def __init__(self) -> None:
+        self.spawned = 0
+        """CLI processes started (tests assert that bad input starts none)."""
+        self._clients: set[ClaudeSDKClient] = set()
+        self._cleanups: set[asyncio.Task[None]] = set()
+        self._pending: dict[asyncio.TimerHandle, Callable[[], None]] = {}
+
+    async def start(self, options: Callable[[Path], ClaudeAgentOptions]) -> Prepared:
+        """Start and initialize a CLI in a fresh private directory (a cold start)."""
+        workdir = Path(tempfile.mkdtemp(prefix="claude-proxy-"))
+        (workdir / "cwd").mkdir(mode=0o700)
+        (workdir / "tmp").mkdir(mode=0o700)
+        client = ClaudeSDKClient(options(workdir))
+        self.spawned += 1
+        prepared = Prepared(client, workdir)
+        self._clients.add(client)
+        try:
+            await client.connect()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.dispose(prepared)
+            raise
+        return prepared
+
+    def end(
+        self,
+        prepared: Prepared,
+        on_reaped: Callable[[], None],
+        last_words: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """The end of a process's life: ``last_words`` (if any) first, then kill and reap,
+        ``on_reaped``, and the client and directory removed just after.
+
+        Without last words the process is killed at once, before this returns.
+        """
+        if last_words is None:
+            _kill_now(prepared)
+
+        async def finish() -> None:
+            try:
+                if last_words is not None:
+                    with suppress(Exception):
+                        await last_words()
+            finally:
+                await _kill_and_reap(prepared)
+                on_reaped()
+
+        self._start(finish)
+        self._later(lambda: self.dispose(prepared))
+
+    async def dispose(self, prepared: Prepared) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._teardown(prepared.client)
+            self._clients.discard(prepared.client)
+            shutil.rmtree(prepared.workdir, ignore_errors=True)
+
+    def _start(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        task = asyncio.get_running_loop().create_task(work())
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    def _later(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``work`` shortly, after the current answer has been written out.
+
+        Cleanup does synchronous work on the event loop; started at once it would delay
+        the response by ~10 ms.  ``aclose()`` starts whatever is still waiting.
+        """
+        loop = asyncio.get_running_loop()
+
+        def start() -> None:
+            self._pending.pop(handle, None)
+            self._start(work)
+
+        handle = loop.call_later(AFTER_RESPONSE_S, start)
+        self._pending[handle] = start
+
+    @staticmethod
+    async def _teardown(client: ClaudeSDKClient) -> None:
+        """Kill the CLI, then close the SDK client around it."""
+        process = process_of(client)
+        if process is not None and process.returncode is None:
+            with suppress(Exception):
+                process.kill()
+        with anyio.move_on_after(6), suppress(Exception):
+            await client.disconnect()
+        if process is not None and process.returncode is None:
+            with anyio.move_on_after(2), suppress(Exception):
+                await process.wait()
+
+    async def aclose(self) -> None:
+        """Kill every CLI still running and finish all pending cleanup (server shutdown)."""
+        with anyio.CancelScope(shield=True):
+            for client in list(self._clients):
+                await self._teardown(client)
+            deadline = asyncio.get_running_loop().time() + 15
+            while self._pending or self._cleanups:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                for handle, start in list(self._pending.items()):
+                    handle.cancel()
+                    start()  # cleanups scheduled for "just after the answer": now
+                if self._cleanups:
+                    await asyncio.wait(list(self._cleanups), timeout=max(0.1, left))

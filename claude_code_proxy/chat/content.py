@@ -1,0 +1,140 @@
+"""Content rules every surface's translator shares: checks and conversation shape.
+
+Pure functions: no I/O, no settings, no logging.  What upstream accepts (image sources,
+tool ids, text without NUL or lone surrogates), what the CLI can carry (alternating turns
+that end with the user), and the thinking options, whichever surface a request came from.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+import socket
+from typing import Any
+from urllib.parse import urlsplit
+
+from claude_code_proxy.exceptions import InvalidRequestError
+
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
+IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+_TOOL_ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def sanitize_tool_id(tool_id: str) -> str:
+    """Anthropic ids must match ``^[a-zA-Z0-9_-]+$``; map others the same way every time."""
+    cleaned = _TOOL_ID_BAD.sub("_", tool_id)
+    return cleaned or "toolu_empty"
+
+
+def check_image_url(url: str, param: str) -> None:
+    """Only public http(s) URLs: never files, loopback, link-local or private hosts."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRequestError("Image URLs must be http(s) URLs or data URLs.", param=param)
+    host = parts.hostname.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost") or host.endswith(".local"):
+        raise InvalidRequestError("Image URLs may not point at local addresses.", param=param)
+    address = _numeric_host(host)
+    if address is None:
+        return
+    mapped = getattr(address, "ipv4_mapped", None)
+    if not address.is_global or (mapped is not None and not mapped.is_global):
+        raise InvalidRequestError("Image URLs may not point at local or private addresses.", param=param)
+
+
+def _numeric_host(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a numeric host means, in every form a resolver accepts (``127.1``,
+    ``2130706433``, ``0x7f000001``, ``0177.0.0.1``), or None for a name."""
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9a-fx.]+", host):  # inet_aton accepts only numeric forms of these
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def check_base64_image(data: str, param: str) -> None:
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequestError("Image data is not valid base64.", param=param) from None
+    if not raw:
+        raise InvalidRequestError("Image data is empty.", param=param)
+    if len(raw) > MAX_IMAGE_BYTES:
+        raise InvalidRequestError("Image is larger than 5 MB.", param=param)
+
+
+def merge_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Merge consecutive same-role turns; tool results always lead a user turn."""
+    merged: list[dict[str, Any]] = []
+    for message in messages:
+        if not message["content"]:
+            continue
+        if merged and merged[-1]["role"] == message["role"]:
+            merged[-1]["content"].extend(message["content"])
+        else:
+            merged.append({"role": message["role"], "content": list(message["content"])})
+    for message in merged:
+        if message["role"] == "user":
+            results = [b for b in message["content"] if b["type"] == "tool_result"]
+            if results:
+                others = [b for b in message["content"] if b["type"] != "tool_result"]
+                message["content"] = results + others
+    return merged
+
+
+def finish_conversation(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Check the shape the CLI can carry: ends with a user turn (a prefill is dropped)."""
+    if messages and messages[-1]["role"] == "assistant":
+        # Intentional divergence: the CLI cannot send a trailing assistant "prefill";
+        # it is dropped rather than refused (docs/compatibility.md).
+        messages = messages[:-1]
+    if not messages:
+        raise InvalidRequestError("messages must contain at least one non-empty user message.", param="messages")
+    return messages
+
+
+def check_text(value: str, param: str) -> None:
+    """Reject what would crash the CLI's transport: NUL bytes and lone surrogates."""
+    if "\x00" in value:
+        raise InvalidRequestError("Text may not contain NUL characters.", param=param)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequestError("Text contains invalid Unicode (a lone surrogate).", param=param) from None
+
+
+def check_strings(value: Any, param: str) -> None:
+    """Walk a JSON value and check every string in it."""
+    if isinstance(value, str):
+        check_text(value, param)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key, param)
+            check_strings(item, param)
+    elif isinstance(value, list):
+        for item in value:
+            check_strings(item, param)
+
+
+def clean_stop_sequences(stops: list[str] | None) -> list[str]:
+    """Anthropic rejects empty or whitespace-only stop sequences: drop them."""
+    return [s for s in (stops or []) if s.strip()]
+
+
+def thinking_options(thinking: Any, max_tokens: int) -> dict[str, Any] | None:
+    if thinking is None or thinking.type == "disabled":
+        return None
+    if thinking.type == "adaptive":
+        return {"type": "adaptive"}
+    if thinking.budget_tokens >= max_tokens:
+        raise InvalidRequestError(
+            "thinking.budget_tokens must be less than max_tokens.", param="thinking.budget_tokens"
+        )
+    return {"type": "enabled", "budget_tokens": thinking.budget_tokens}

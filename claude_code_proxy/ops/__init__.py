@@ -1,0 +1,1 @@
+"""Operations: health, metrics, the usage ledger and dashboard, doctor."""

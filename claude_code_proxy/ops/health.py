@@ -1,0 +1,36 @@
+"""``GET /health``: liveness plus the CLI's state, for scripts and Docker.
+
+Never calls the model.  The CLI probe (``--version`` and ``auth status``) is cached
+by the Claude client, so frequent health checks spawn nothing.  ``GET /health/live``
+touches no backend at all: it is what the Docker HEALTHCHECK calls.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from claude_code_proxy import __version__
+from claude_code_proxy.web.body import BackendDep
+
+router = APIRouter()
+
+
+@router.get("/health/live")
+async def live() -> dict[str, str]:
+    """Liveness only: the event loop answers.  Spawns nothing, reads nothing."""
+    return {"status": "ok"}
+
+
+@router.get("/health")
+async def health(backend: BackendDep) -> dict[str, Any]:
+    cli = await backend.status()
+    if not cli.found:
+        status = "cli_not_found"
+    elif cli.logged_in is False:
+        status = "not_logged_in"
+    else:
+        status = "ok"
+    # The subscription's latest rate-limit state the CLI reported (None until it reports one).
+    return {"status": status, "version": __version__, "cli": cli.as_json(), "rate_limit": backend.stats().rate_limit}

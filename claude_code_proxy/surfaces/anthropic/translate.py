@@ -1,0 +1,119 @@
+"""Pure translation for the Anthropic surface.
+
+- ``from_anthropic``: a Messages request -> the neutral ``ChatRequest`` (model resolved).
+- ``to_message``: the neutral ``Answer`` -> an Anthropic ``Message``.
+
+No I/O, no settings, no logging.  Intentional divergences (docs/compatibility.md): a
+trailing assistant prefill is dropped; ``temperature``/``top_p``/``top_k`` are accepted
+but not forwarded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from claude_code_proxy.chat.answer import Answer
+from claude_code_proxy.chat.content import (
+    check_base64_image,
+    check_image_url,
+    check_strings,
+    check_text,
+    clean_stop_sequences,
+    finish_conversation,
+    merge_turns,
+    sanitize_tool_id,
+    thinking_options,
+)
+from claude_code_proxy.chat.request import ChatRequest, ClientTool
+from claude_code_proxy.surfaces.anthropic.models import MessagesRequest
+
+
+def _block(block: Any, param: str) -> dict[str, Any] | None:
+    """One inbound content block in the exact wire form upstream accepts (or None to drop)."""
+    kind = block.type
+    if kind == "text":
+        if not block.text.strip():
+            return None
+        out: dict[str, Any] = {"type": "text", "text": block.text}
+    elif kind == "image":
+        source = block.source
+        if source.type == "base64":
+            check_base64_image(source.data, param)
+            out = {"type": "image", "source": {"type": "base64", "media_type": source.media_type, "data": source.data}}
+        else:
+            check_image_url(source.url, param)
+            out = {"type": "image", "source": {"type": "url", "url": source.url}}
+    elif kind == "document":
+        if block.source.get("type") == "url":
+            check_image_url(str(block.source.get("url", "")), param)
+        out = {"type": "document", "source": block.source}
+    elif kind == "tool_use":
+        out = {"type": "tool_use", "id": sanitize_tool_id(block.id), "name": block.name, "input": block.input}
+    elif kind == "tool_result":
+        out = {"type": "tool_result", "tool_use_id": sanitize_tool_id(block.tool_use_id)}
+        if isinstance(block.content, str):
+            out["content"] = block.content
+        elif block.content:
+            out["content"] = [b for b in (_block(c, param) for c in block.content) if b is not None]
+        if block.is_error:
+            out["is_error"] = True
+    elif kind == "thinking":
+        out = {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
+    else:  # redacted_thinking
+        out = {"type": "redacted_thinking", "data": block.data}
+    cache_control = (block.model_extra or {}).get("cache_control")
+    if isinstance(cache_control, dict):
+        out["cache_control"] = cache_control
+    return out
+
+
+
+
+def from_anthropic(request: MessagesRequest, model: str) -> ChatRequest:
+    """An Anthropic Messages request as the internal request (model already resolved)."""
+    turns: list[dict[str, Any]] = []
+    for i, message in enumerate(request.messages):
+        param = f"messages.{i}.content"
+        blocks: list[Any]
+        if isinstance(message.content, str):
+            check_text(message.content, param)
+            blocks = [{"type": "text", "text": message.content}] if message.content.strip() else []
+        else:
+            blocks = [b for b in (_block(block, param) for block in message.content) if b is not None]
+            check_strings(blocks, param)
+        turns.append({"role": message.role, "content": blocks})
+    system: str | None
+    if isinstance(request.system, list):
+        system = "\n".join(block.text for block in request.system if block.text)
+    else:
+        system = request.system
+    if system is not None:
+        check_text(system, "system")
+    tools = [
+        ClientTool(name=t.name, description=t.description or "", input_schema=t.input_schema)
+        for t in request.tools or []
+    ]
+    tool_choice = request.tool_choice.model_dump(exclude_none=True) if request.tool_choice else None
+    return ChatRequest(
+        model=model,
+        messages=finish_conversation(merge_turns(turns)),
+        max_tokens=request.max_tokens,
+        system=system or None,
+        stop_sequences=clean_stop_sequences(request.stop_sequences),
+        thinking=thinking_options(request.thinking, request.max_tokens),
+        tools=tools,
+        tool_choice=tool_choice,
+    )
+
+
+def to_message(answer: Answer) -> dict[str, Any]:
+    return {
+        "id": answer.id,
+        "type": "message",
+        "role": "assistant",
+        "model": answer.model,
+        "content": answer.content,
+        "stop_reason": answer.stop_reason,
+        "stop_sequence": answer.stop_sequence,
+        "usage": dict(answer.usage),
+    }
