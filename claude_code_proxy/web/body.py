@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
@@ -55,18 +56,26 @@ async def json_object(request: Request) -> dict[str, Any]:
     return body
 
 
-async def read_request(request: Request, settings: Settings, model: type[M]) -> M:
+Hint = Callable[[dict[str, Any]], str | None]
+"""What to add to a validation error for a body of a recognisably wrong shape."""
+
+
+async def read_request(request: Request, settings: Settings, model: type[M], hint: Hint | None = None) -> M:
     """The body as ``model``: JSON object, message-count limit, then validation."""
     raw = await json_object(request)
     enforce_limits(settings, raw)
-    return parse(model, raw)
+    return parse(model, raw, hint)
 
 
-def parse(model: type[M], body: dict[str, Any]) -> M:
+def parse(model: type[M], body: dict[str, Any], hint: Hint | None = None) -> M:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        raise validation_error(exc) from None
+        error = validation_error(exc)
+        extra = hint(body) if hint is not None else None
+        if extra:
+            raise InvalidRequestError(f"{error.message} {extra}", param=error.param) from None
+        raise error from None
     except RecursionError:
         raise InvalidRequestError("The request body is nested too deeply.") from None
 

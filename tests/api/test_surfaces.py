@@ -234,3 +234,28 @@ async def test_a_toy_surface_needs_one_package_and_one_registry_entry() -> None:
     assert backend.requests[0].messages[0]["content"][0]["text"] == "hi"
 
 
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+@pytest.mark.parametrize("body", [
+    {"model": "gpt-4o", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]},
+    {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "n": 1},
+    {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}},
+    {"model": "gpt-4o", "max_completion_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+])
+async def test_an_openai_body_on_the_anthropic_path_points_at_openai_v1(scripted: Any, path: str, body: Any) -> None:
+    client, backend = scripted
+    response = await client.post(path, json=body)
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert "/openai/v1" in message and "OpenAI Chat Completions" in message, message
+    assert backend.requests == []
+
+
+async def test_an_anthropic_body_with_a_mistake_gets_no_openai_hint(scripted: Any) -> None:
+    client, _ = scripted
+    response = await client.post("/v1/messages", json={"model": "claude-sonnet-4-5",
+                                                       "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert "max_tokens" in message and "/openai/v1" not in message

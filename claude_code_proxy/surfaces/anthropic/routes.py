@@ -11,7 +11,7 @@ from claude_code_proxy.exceptions import NotFoundError
 from claude_code_proxy.exchange import exchange
 from claude_code_proxy.surfaces.anthropic.encode import AnthropicStreamEncoder
 from claude_code_proxy.surfaces.anthropic.models import MessagesRequest
-from claude_code_proxy.surfaces.anthropic.translate import from_anthropic, to_message
+from claude_code_proxy.surfaces.anthropic.translate import from_anthropic, openai_shape_hint, to_message
 from claude_code_proxy.web.body import CatalogDep, SettingsDep, check_max_tokens, read_request
 
 router = APIRouter()
@@ -20,7 +20,7 @@ router = APIRouter()
 @router.post("/v1/messages")
 @router.post("/v1/chat/completions")
 async def create_message(request: Request, catalog: CatalogDep, settings: SettingsDep) -> Response:
-    body = await read_request(request, settings, MessagesRequest)
+    body = await read_request(request, settings, MessagesRequest, openai_shape_hint)
     check_max_tokens(settings, body.max_tokens)
     chat = from_anthropic(body, catalog.resolve(body.model))
     return await exchange(request, chat, requested_model=body.model, stream=body.stream,

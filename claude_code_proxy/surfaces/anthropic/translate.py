@@ -117,3 +117,43 @@ def to_message(answer: Answer) -> dict[str, Any]:
         "stop_sequence": answer.stop_sequence,
         "usage": dict(answer.usage),
     }
+
+
+# Fields and shapes only OpenAI's Chat Completions format has: a body with any of them that
+# fails validation here was almost certainly meant for the OpenAI surface.
+_OPENAI_ONLY_FIELDS = frozenset({
+    "n", "response_format", "max_completion_tokens", "stream_options", "frequency_penalty",
+    "presence_penalty", "logit_bias", "logprobs", "top_logprobs", "seed", "functions", "function_call",
+    "parallel_tool_calls", "reasoning_effort", "user",
+})
+_OPENAI_ONLY_ROLES = frozenset({"system", "developer", "tool", "function"})
+
+
+def openai_shape_hint(body: dict[str, Any]) -> str | None:
+    """A pointer to ``/openai/v1`` for an OpenAI-format body sent to this surface, else None."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        messages = []
+    tells = [f"`{name}`" for name in sorted(_OPENAI_ONLY_FIELDS & body.keys())]
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        if message.get("role") in _OPENAI_ONLY_ROLES:
+            tells.append(f"a `{message['role']}` message")
+        if "tool_calls" in message:
+            tells.append("`tool_calls`")
+        content = message.get("content")
+        if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "image_url" for p in content):
+            tells.append("`image_url` content")
+    tools = body.get("tools")
+    if isinstance(tools, list) and any(isinstance(t, dict) and "function" in t for t in tools):
+        tells.append("OpenAI-style `tools`")
+    if "max_tokens" not in body and tells:
+        tells.append("no `max_tokens`")
+    if not tells:
+        return None
+    return (
+        f"This looks like an OpenAI Chat Completions body ({', '.join(dict.fromkeys(tells))}); this path "
+        "speaks the Anthropic Messages format. OpenAI clients use the base URL "
+        "http://<host>:<port>/openai/v1 (POST /openai/v1/chat/completions)."
+    )
