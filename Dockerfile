@@ -77,8 +77,11 @@ VOLUME ["/data"]
 EXPOSE 8000
 
 # Liveness only: /health/live answers from the event loop and never spawns the CLI (no curl in
-# this image, so python's urllib does the request).
-HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+# this image, so python's urllib does the request). The start period is longer than the interval:
+# Docker Engine 25 and later then probe every 5 s (their default start interval) until the first
+# success, so the container turns healthy a few seconds after start; engines that have no start
+# interval (older Docker, Podman) first report healthy within one interval, 30 s.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["/opt/venv/bin/python", "-c", "import os, urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:%s/health/live' % os.environ.get('CLAUDE_PROXY_PORT', '8000'), timeout=4)"]
 
 STOPSIGNAL SIGTERM

@@ -40,6 +40,7 @@ import re
 import resource
 import secrets
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -54,7 +55,6 @@ from typing import Any
 
 import httpx
 import openai
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -192,7 +192,8 @@ def ensure_base_image() -> str:
 def apt_mirror() -> str:
     """The URI this machine's apt uses for Debian's main archive."""
     policy = run("apt-cache", "policy").stdout
-    for uri, suite in re.findall(r"^\s*\d+\s+(\S+)\s+([\w-]+)/main\s+\S+\s+Packages$", policy, re.M):
+    for match in re.finditer(r"^\s*\d+\s+(\S+)\s+([\w-]+)/main\s+\S+\s+Packages$", policy, re.M):
+        uri, suite = match[1], match[2]
         if "-" not in suite and uri.startswith(("http://", "https://")):
             return uri
     raise SmokeError("no Debian main archive in `apt-cache policy`: cannot debootstrap a base image")
@@ -239,6 +240,14 @@ class Composed:
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=60, trust_env=False)
 
 
+def compose_image() -> str:
+    """The image name the compose file runs (and would build)."""
+    match = re.search(r"^ {4}image: *(\S+)$", (ROOT / "docker-compose.yml").read_text(), re.M)
+    expect(match is not None, "docker-compose.yml names no image for its service")
+    assert match is not None
+    return match[1]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -247,13 +256,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def clean_project() -> None:
-    """Whatever an earlier run of this project left: container, volume, network."""
-    compose_file = ROOT / "docker-compose.yml"
-    run("podman-compose", "-p", PROJECT, "-f", str(compose_file), "down", "-v", check=False, quiet=True,
-        env={**os.environ, "CLAUDE_PROXY_API_KEY": "cleanup"}, cwd=ROOT)
-    for volume in run("podman", "volume", "ls", "-q", "--filter", f"label=io.podman.compose.project={PROJECT}",
-                      check=False).stdout.split():
-        run("podman", "volume", "rm", "-f", volume, check=False)
+    """Remove what this project left (now or in an earlier, interrupted run): container, volume, network."""
+    label = f"label=io.podman.compose.project={PROJECT}"
+    for container in run("podman", "ps", "-aq", "--filter", label, check=False).stdout.split():
+        run("podman", "rm", "-f", "-t", "0", container, check=False, quiet=True)
+    for volume in run("podman", "volume", "ls", "-q", "--filter", label, check=False).stdout.split():
+        run("podman", "volume", "rm", "-f", volume, check=False, quiet=True)
     run("podman", "network", "rm", "-f", f"{PROJECT}_default", check=False, quiet=True)
 
 
@@ -351,6 +359,8 @@ def check_hardening(composed: Composed) -> dict[str, Any]:
     host = composed.inspect()["HostConfig"]
     expect(host["ReadonlyRootfs"] is True, "root filesystem is not read-only")
     expect(host["Memory"] == 2 * 1024**3, f"memory limit {host['Memory']}")
+    expect(host["NanoCpus"] == 2 * 10**9, f"CPU limit {host['NanoCpus']}")
+    seen["pids_limit"] = host["PidsLimit"]  # podman-compose 1.0 leaves pids_limit to Podman's default
     bindings = host["PortBindings"]["8000/tcp"]
     expect(bindings == [{"HostIp": "127.0.0.1", "HostPort": str(composed.port)}], f"published as {bindings}")
     return seen
@@ -545,9 +555,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true",
                         help="after the checks, keep the service and the fake upstream up until Ctrl-C")
     args = parser.parse_args(argv)
+    # Interrupted or killed (a CI timeout, Ctrl-C even from a background job): still clean up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     timings: dict[str, float] = {}
     began = time.monotonic()
-    image = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["proxy"]["image"]
+    image = compose_image()
     with tempfile.TemporaryDirectory(prefix="ccp-smoke-") as scratch:
         os.environ["CONTAINERS_CONF"] = str(containers_conf(Path(scratch)))
         with step("tools", timings):
@@ -573,7 +586,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"healthy {healthy_after:.1f} s after start")
             with step("checks", timings):
                 seen = check_hardening(composed)
-                log(f"uid {seen['uid']}, PID 1 {seen['pid1']}, no capabilities, read-only root")
+                log(f"uid {seen['uid']}, PID 1 {seen['pid1']}, no capabilities, read-only root, "
+                    f"pids limit {seen['pids_limit']}")
                 check_key_required(composed)
                 answered = check_surfaces(composed, upstream)
                 log(f"{answered} answers from {len(SURFACES)} surfaces (plain and streaming), 401 without the key")
