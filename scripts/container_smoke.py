@@ -63,6 +63,7 @@ from tests.support.fake_upstream import DEFAULT_TEXT, FakeUpstream, last_user_te
 BASE_IMAGE = "docker.io/library/python:3.11-slim"
 BASE_SUITE = "bookworm"  # the Debian release python:3.11-slim is built on
 STAND_IN_LABEL = "claude-code-proxy.base-stand-in"
+STAND_IN_RECIPE = f"{BASE_SUITE}.2"  # a stand-in made by an older recipe is made again
 PROJECT = "claude-code-proxy-smoke"
 APT_PACKAGES = {  # command to look for -> Debian package
     "podman": "podman", "podman-compose": "podman-compose", "runc": "runc", "netavark": "netavark",
@@ -149,10 +150,17 @@ def containers_conf(directory: Path) -> Path:
 def ensure_base_image() -> str:
     """python:3.11-slim from local storage, or a stand-in made from Debian bookworm."""
     if run("podman", "image", "exists", BASE_IMAGE, check=False).returncode == 0:
-        labels = run("podman", "image", "inspect", "--format", "{{json .Labels}}", BASE_IMAGE).stdout
-        return "stand-in" if STAND_IN_LABEL in labels else "python:3.11-slim"
+        labels = json.loads(run("podman", "image", "inspect", "--format", "{{json .Labels}}", BASE_IMAGE).stdout)
+        recipe = (labels or {}).get(STAND_IN_LABEL)
+        if recipe is None:
+            return "python:3.11-slim"
+        if recipe == STAND_IN_RECIPE:
+            return "stand-in"
+        run("podman", "untag", BASE_IMAGE)  # its build cache may still use it: untag, never remove
+        log(f"the stand-in {BASE_IMAGE} is from an older recipe ({recipe}): making it again")
+    else:
+        log(f"no {BASE_IMAGE} here: making a stand-in from Debian {BASE_SUITE}")
     mirror = apt_mirror()
-    log(f"no {BASE_IMAGE} here: making a stand-in from Debian {BASE_SUITE}")
     with tempfile.TemporaryDirectory(prefix="ccp-base-") as scratch:
         rootfs = Path(scratch, "rootfs")
         run("debootstrap", "--variant=minbase", BASE_SUITE, str(rootfs), mirror, timeout=1800)
@@ -172,6 +180,11 @@ def ensure_base_image() -> str:
         run("chroot", str(rootfs), "python3", f"{pip_wheel}/pip", "install", "--quiet", "--no-index",
             "--no-cache-dir", *wheels)
         Path(rootfs, "usr/local/bin/python").symlink_to("/usr/bin/python3")
+        # As in Debian's own container images: apt keeps no package caches in image layers.
+        Path(rootfs, "etc/apt/apt.conf.d/docker-clean").write_text(
+            'Dir::Cache::pkgcache "";\nDir::Cache::srcpkgcache "";\n'
+            'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/*.bin || true"; };\n'
+        )
         for pattern in ("usr/share/doc/*", "usr/share/man/*", "usr/share/locale/*", "var/lib/apt/lists/*",
                         "var/cache/apt/*.bin", "var/cache/apt/archives/*.deb", "var/log/*"):
             for path in rootfs.glob(pattern):
@@ -183,7 +196,7 @@ def ensure_base_image() -> str:
         run("podman", "import",
             "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "--change", "ENV LANG=C.UTF-8", "--change", 'CMD ["python3"]',
-            "--change", f"LABEL {STAND_IN_LABEL}={BASE_SUITE}",
+            "--change", f"LABEL {STAND_IN_LABEL}={STAND_IN_RECIPE}",
             "-", BASE_IMAGE, stdin=tar.stdout)
         expect(tar.wait() == 0, "tar of the stand-in root filesystem failed")
     return "stand-in (made now)"
@@ -323,7 +336,8 @@ def _podman_time(value: str) -> float:
 # What runs inside the container to see how it runs (python, because the image has no shell tools
 # beyond what Debian's base brings).
 INSIDE = r"""
-import json, os
+import importlib.util, json, os, subprocess, sys
+FIND_TOOLS = "import importlib.util as u; print(*(m for m in ('pip', 'setuptools') if u.find_spec(m)))"
 status = dict(line.split(":", 1) for line in open("/proc/1/status").read().splitlines())
 self_status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
 def writable(path):
@@ -342,6 +356,9 @@ print(json.dumps({
     "writable": {p: writable(p) for p in ("/", "/opt/venv", "/tmp", os.environ["HOME"],
                                           os.environ["CLAUDE_CONFIG_DIR"], "/data")},
     "home": os.environ["HOME"], "config_dir": os.environ["CLAUDE_CONFIG_DIR"],
+    "venv_tools": [m for m in ("pip", "setuptools") if importlib.util.find_spec(m)],
+    "base_tools": subprocess.run([sys._base_executable, "-c", FIND_TOOLS],
+                                 capture_output=True, text=True, check=True).stdout.split(),
 }))
 """
 
@@ -356,6 +373,8 @@ def check_hardening(composed: Composed) -> dict[str, Any]:
     wanted = {"/": False, "/opt/venv": False, "/tmp": True, seen["home"]: True, seen["config_dir"]: True,
               "/data": True}
     expect(seen["writable"] == wanted, f"writable paths {seen['writable']}, wanted {wanted}")
+    expect(not seen["venv_tools"] and not seen["base_tools"],
+           f"install tools left: {seen['venv_tools']} in the venv, {seen['base_tools']} in the base Python")
     host = composed.inspect()["HostConfig"]
     expect(host["ReadonlyRootfs"] is True, "root filesystem is not read-only")
     expect(host["Memory"] == 2 * 1024**3, f"memory limit {host['Memory']}")
@@ -438,7 +457,7 @@ def upstream_saw(upstream: FakeUpstream, prompt: str) -> bool:
     return any(last_user_text(call.body) == prompt for call in upstream.messages_calls)
 
 
-def check_surfaces(composed: Composed, upstream: FakeUpstream) -> int:
+def check_surfaces(composed: Composed, upstream: FakeUpstream) -> str:
     count = 0
     with composed.client() as client:
         for surface in SURFACES:
@@ -457,10 +476,11 @@ def check_surfaces(composed: Composed, upstream: FakeUpstream) -> int:
             expect(response.status_code == 200 and response.json()["data"], f"{path}: {response.text[:300]}")
         health = client.get("/health").json()
         expect(health["status"] == "ok" and health["cli"]["found"], f"/health: {health}")
-    return count
+    return (f"{count} answers from {len(SURFACES)} surfaces (plain and streaming), each seen by the fake upstream; "
+            f"{', '.join(MODEL_LISTS)} and /health")
 
 
-def check_key_required(composed: Composed) -> None:
+def check_key_required(composed: Composed) -> str:
     with composed.client(key=None) as client:
         live = client.get("/health/live")
         expect(live.status_code == 200, f"/health/live without a key: {live.status_code}")
@@ -472,9 +492,10 @@ def check_key_required(composed: Composed) -> None:
             expect(response.status_code == 401, f"{path} without a key: {response.status_code}")
     wrong = httpx.get(f"{composed.base_url}/v1/models", headers={"x-api-key": "wrong"}, trust_env=False)
     expect(wrong.status_code == 401, f"/v1/models with a wrong key: {wrong.status_code}")
+    return "401 without the key or with a wrong one, on every surface; /health/live open"
 
 
-def check_openai_sdk(composed: Composed, upstream: FakeUpstream) -> None:
+def check_openai_sdk(composed: Composed, upstream: FakeUpstream) -> str:
     """The README's own OpenAI SDK lines, pointed at the composed service."""
     client = openai.OpenAI(base_url=f"{composed.base_url}/openai/v1", api_key=composed.api_key,
                            _strict_response_validation=True)
@@ -486,9 +507,10 @@ def check_openai_sdk(composed: Composed, upstream: FakeUpstream) -> None:
         model="sonnet", stream=True, messages=[{"role": "user", "content": "a story"}]) if chunk.choices)
     expect(streamed == DEFAULT_TEXT, f"openai SDK stream: {streamed!r}")
     expect(upstream_saw(upstream, "a story"), "openai SDK stream: the fake upstream never received 'a story'")
+    return f"the README's two calls (plain and streaming) answered {DEFAULT_TEXT!r}"
 
 
-def check_doctor(composed: Composed) -> dict[str, Any]:
+def check_doctor(composed: Composed) -> str:
     result = run("podman", "exec", composed.container(), "python", "-m", "claude_code_proxy", "doctor", "--json",
                  check=False)
     report: dict[str, Any] = json.loads(result.stdout)
@@ -496,7 +518,19 @@ def check_doctor(composed: Composed) -> dict[str, Any]:
     expect(result.returncode == 0 and report["ok"], f"doctor: {statuses}")
     # The port is taken by the running proxy itself: doctor says so as a warning, nothing else warns.
     expect(all(s in ("ok", "skip") for n, s in statuses.items() if n != "port"), f"doctor: {statuses}")
-    return statuses
+    return ", ".join(f"{name} {status}" for name, status in statuses.items())
+
+
+def check_ledger_kept(composed: Composed, before: set[str]) -> str:
+    after = recorded_ids(composed)
+    expect(len(before) > 0 and before <= after, f"ledger rows lost across down/up: {sorted(before - after)}")
+    return f"all {len(before)} earlier requests still in /usage after down/up"
+
+
+def describe_hardening(seen: dict[str, Any]) -> str:
+    return (f"uid {seen['uid']}, PID 1 {seen['pid1']}, no capabilities, no-new-privileges, read-only root "
+            f"(writable: {', '.join(p for p, ok in seen['writable'].items() if ok)}), "
+            f"pids limit {seen['pids_limit']}, no pip or setuptools")
 
 
 def recorded_ids(composed: Composed) -> set[str]:
@@ -505,7 +539,7 @@ def recorded_ids(composed: Composed) -> set[str]:
     return {record["request_id"] for record in report["recent"]}
 
 
-def check_stop_mid_stream(composed: Composed, upstream: FakeUpstream) -> float:
+def check_stop_mid_stream(composed: Composed, upstream: FakeUpstream) -> str:
     """`podman stop` while a stream runs: the stream still ends properly and the exit code is 0."""
     marker = f"slow-{secrets.token_hex(4)}"
     prompt = f"[[say:{marker} and more words to spread over time]] [[slow:{STREAM_SECONDS}]]"
@@ -544,13 +578,26 @@ def check_stop_mid_stream(composed: Composed, upstream: FakeUpstream) -> float:
     expect(state["Status"] == "exited" and state["ExitCode"] == 0,
            f"after `podman stop`: {state['Status']}, exit code {state['ExitCode']}")
     expect(upstream_saw(upstream, prompt), "the slow stream never reached the fake upstream")
-    return stop_seconds
+    return f"the stream ended with [DONE], exit code 0, `podman stop` took {stop_seconds:.1f} s"
 
 
 # -- the run ------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
+class Checks:
+    """Runs named checks in order and logs each; CI reads the closing `N passed, N failed` line."""
+
+    def __init__(self) -> None:
+        self.passed = 0
+
+    def __call__(self, name: str, check: Callable[[], str]) -> None:
+        started = time.monotonic()
+        detail = check()
+        self.passed += 1
+        log(f"ok: {name} ({time.monotonic() - started:.1f} s): {detail}")
+
+
+def main(checks: Checks, argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--keep", action="store_true",
                         help="after the checks, keep the service and the fake upstream up until Ctrl-C")
@@ -582,29 +629,19 @@ def main(argv: list[str] | None = None) -> int:
                 composed.compose("up", "-d")
                 # The bridge and its gateway address exist once a container is on the network.
                 upstream.start()
-                healthy_after = wait_healthy(composed)
-            log(f"healthy {healthy_after:.1f} s after start")
-            with step("checks", timings):
-                seen = check_hardening(composed)
-                log(f"uid {seen['uid']}, PID 1 {seen['pid1']}, no capabilities, read-only root, "
-                    f"pids limit {seen['pids_limit']}")
-                check_key_required(composed)
-                answered = check_surfaces(composed, upstream)
-                log(f"{answered} answers from {len(SURFACES)} surfaces (plain and streaming), 401 without the key")
-                check_openai_sdk(composed, upstream)
-                log("the OpenAI SDK, as the README uses it, got the fake upstream's answer")
-                statuses = check_doctor(composed)
-                log(f"doctor: {statuses}")
-                before = recorded_ids(composed)
-                stop_seconds = check_stop_mid_stream(composed, upstream)
-                log(f"`podman stop` mid-stream: the stream finished, exit code 0, in {stop_seconds:.1f} s")
+            checks("healthy", lambda: f"{wait_healthy(composed):.1f} s after start")
+            checks("hardening", lambda: describe_hardening(check_hardening(composed)))
+            checks("key required", lambda: check_key_required(composed))
+            checks("surfaces", lambda: check_surfaces(composed, upstream))
+            checks("openai SDK", lambda: check_openai_sdk(composed, upstream))
+            checks("doctor", lambda: check_doctor(composed))
+            before = recorded_ids(composed)
+            checks("stop mid-stream", lambda: check_stop_mid_stream(composed, upstream))
             with step("down and up", timings):
                 composed.compose("down")
                 composed.compose("up", "-d")
-                wait_healthy(composed)
-                after = recorded_ids(composed)
-                expect(len(before) > 0 and before <= after, f"ledger lost rows across down/up: {before - after}")
-            log(f"the ledger volume kept its {len(before)}+ rows across down/up")
+            checks("healthy again", lambda: f"{wait_healthy(composed):.1f} s after start")
+            checks("ledger kept", lambda: check_ledger_kept(composed, before))
             if args.keep:
                 log(f"up at {composed.base_url} (key {composed.api_key}, project {project_dir}); Ctrl-C ends it")
                 with contextlib.suppress(KeyboardInterrupt):
@@ -612,14 +649,17 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             clean_project()
             upstream.stop()
-    total = time.monotonic() - began
-    log("passed: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + f"; total {total:.1f} s")
-    return 0
+    timings["total"] = time.monotonic() - began
+    log("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
 
 
 if __name__ == "__main__":
+    done = Checks()
+    failed = 0
     try:
-        sys.exit(main())
+        main(done)
     except SmokeError as failure:
         log(f"FAILED: {failure}")
-        sys.exit(1)
+        failed = 1
+    print(f"container-smoke: {done.passed} passed, {failed} failed", flush=True)
+    sys.exit(1 if failed else 0)
