@@ -5,20 +5,20 @@
 
 Needs root on a Debian-family machine (as CI has) and the project's virtual environment (for the
 openai SDK, httpx and the test suite's fake Anthropic API). No Docker engine and no image registry
-are needed. Each step reuses what an earlier run left, so a second run takes seconds:
+are needed. Each step reuses what an earlier run left, so a second run only redoes what changed:
 
 1. Tools: podman, podman-compose, runc, netavark, iptables and debootstrap, installed with apt-get
    when missing.
 2. Podman settings for this machine, in a containers.conf of the script's own passed through
-   CONTAINERS_CONF (the system's files are left alone): ulimits no higher than the machine's hard
-   limits (a container may not raise them), runc (crun refuses a hybrid cgroup v1/v2 layout), and
-   cgroupfs plus a file event log (no systemd needed).
+   CONTAINERS_CONF (the system's files are left alone): ulimits at the machine's hard limits
+   (Podman's defaults are higher, and raising a hard limit is refused in a sandboxed VM), runc
+   (crun refuses a hybrid cgroup v1/v2 layout), netavark, cgroupfs and a file event log (no systemd).
 3. The base image: python:3.11-slim when it is in local storage (`podman pull` it first where a
    registry is reachable); otherwise a stand-in under the same name, made once per machine from
    Debian bookworm (debootstrap from this machine's own apt source) with Python 3.11, pip and
    setuptools installed where the real image has them.
 4. `podman build --format docker` (the default OCI format drops HEALTHCHECK), with the host's CA
-   bundle mounted so pip trusts what the host trusts. Nothing of it stays in the image.
+   bundle mounted (for the build only; no layer keeps it) so pip trusts what the host trusts.
 5. The project's docker-compose.yml, copied byte for byte into a scratch directory beside a
    generated .env, comes up under podman-compose as project `claude-code-proxy-smoke` (its own
    network, volume and container; a real deployment is not touched) on a free loopback port.
@@ -139,6 +139,8 @@ def containers_conf(directory: Path) -> Path:
     path.write_text(
         "[containers]\n"
         f'default_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]\n'
+        "[network]\n"
+        'network_backend = "netavark"\n'
         "[engine]\n"
         'runtime = "runc"\n'
         'events_logger = "file"\n'
@@ -248,8 +250,8 @@ class Composed:
         data: list[dict[str, Any]] = json.loads(run("podman", "inspect", self.container()).stdout)
         return data[0]
 
-    def client(self, key: str | None = "yes") -> httpx.Client:
-        headers = {"x-api-key": self.api_key} if key else {}
+    def client(self, with_key: bool = True) -> httpx.Client:
+        headers = {"x-api-key": self.api_key} if with_key else {}
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=60, trust_env=False)
 
 
@@ -305,30 +307,16 @@ def wait_healthy(composed: Composed) -> float:
     """Poll `podman healthcheck run` (no systemd timer here); seconds from start to healthy."""
     name = composed.container()
     deadline = time.monotonic() + HEALTHY_WITHIN
-    while True:
-        result = run("podman", "healthcheck", "run", name, check=False, quiet=True)
-        if result.returncode == 0:
-            break
-        if time.monotonic() > deadline:
-            logs = run("podman", "logs", name, check=False).stdout
-            raise SmokeError(f"not healthy within {HEALTHY_WITHIN:.0f} s: {result.stdout}{result.stderr}\n{logs}")
+    while (result := run("podman", "healthcheck", "run", name, check=False, quiet=True)).returncode != 0:
+        status = run("podman", "inspect", "--format", "{{.State.Status}}", name).stdout.strip()
+        if status != "running" or time.monotonic() > deadline:
+            logs = run("podman", "logs", name, check=False)
+            raise SmokeError(f"not healthy ({status}): {result.stdout}{result.stderr}\n{logs.stdout}{logs.stderr}")
         time.sleep(0.2)
-    state = composed.inspect()["State"]
-    expect(state["Health"]["Status"] == "healthy", f"health status {state['Health']['Status']}")
-    started = _podman_time(state["StartedAt"])
-    return time.time() - started
-
-
-def _podman_time(value: str) -> float:
-    # "2026-12-01T12:34:56.123456789Z" or with a numeric offset: keep microseconds.
-    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(.*)$", value)
-    expect(match is not None, f"unreadable time {value!r}")
-    assert match is not None
-    from datetime import datetime
-
-    zone = match[3].replace("Z", "+00:00") or "+00:00"
-    fraction = (match[2] or ".0")[:7]
-    return datetime.fromisoformat(f"{match[1]}{fraction}{zone}").timestamp()
+    health, started = run("podman", "inspect", "--format", "{{.State.Health.Status}} {{.State.StartedAt.UnixNano}}",
+                          name).stdout.split()
+    expect(health == "healthy", f"health status {health} after a passing check")
+    return time.time() - int(started) / 1e9
 
 
 # -- 6: the checks ---------------------------------------------------------------------------------
@@ -481,7 +469,7 @@ def check_surfaces(composed: Composed, upstream: FakeUpstream) -> str:
 
 
 def check_key_required(composed: Composed) -> str:
-    with composed.client(key=None) as client:
+    with composed.client(with_key=False) as client:
         live = client.get("/health/live")
         expect(live.status_code == 200, f"/health/live without a key: {live.status_code}")
         for surface in SURFACES:
