@@ -48,6 +48,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests.support.fake_upstream import DEFAULT_TEXT, FakeUpstream, last_user_text  # noqa: E402
 
-BASE_IMAGE = "docker.io/library/python:3.11-slim"
 BASE_SUITE = "bookworm"  # the Debian release python:3.11-slim is built on
 STAND_IN_LABEL = "claude-code-proxy.base-stand-in"
 STAND_IN_RECIPE = f"{BASE_SUITE}.2"  # a stand-in made by an older recipe is made again
@@ -149,19 +149,35 @@ def containers_conf(directory: Path) -> Path:
     return path
 
 
+def base_image_name() -> str:
+    """The name Podman looks up for the Dockerfile's FROM: its short-name alias when one is set
+    (registries.conf, as Debian ships one for python), else the local `localhost/` name."""
+    first_from = re.search(r"^FROM\s+(\S+)", (ROOT / "Dockerfile").read_text(), re.M)
+    expect(first_from is not None, "the Dockerfile has no FROM")
+    assert first_from is not None
+    repository, _, tag = first_from[1].partition(":")
+    aliases: dict[str, str] = {}
+    config = Path("/etc/containers")
+    for path in [config / "registries.conf", *sorted(config.glob("registries.conf.d/*.conf"))]:
+        if path.is_file():
+            aliases.update(tomllib.loads(path.read_text()).get("aliases", {}))
+    return f"{aliases.get(repository, f'localhost/{repository}')}:{tag or 'latest'}"
+
+
 def ensure_base_image() -> str:
     """python:3.11-slim from local storage, or a stand-in made from Debian bookworm."""
-    if run("podman", "image", "exists", BASE_IMAGE, check=False).returncode == 0:
-        labels = json.loads(run("podman", "image", "inspect", "--format", "{{json .Labels}}", BASE_IMAGE).stdout)
+    base_image = base_image_name()
+    if run("podman", "image", "exists", base_image, check=False).returncode == 0:
+        labels = json.loads(run("podman", "image", "inspect", "--format", "{{json .Labels}}", base_image).stdout)
         recipe = (labels or {}).get(STAND_IN_LABEL)
         if recipe is None:
             return "python:3.11-slim"
         if recipe == STAND_IN_RECIPE:
             return "stand-in"
-        run("podman", "untag", BASE_IMAGE)  # its build cache may still use it: untag, never remove
-        log(f"the stand-in {BASE_IMAGE} is from an older recipe ({recipe}): making it again")
+        run("podman", "untag", base_image)  # its build cache may still use it: untag, never remove
+        log(f"the stand-in {base_image} is from an older recipe ({recipe}): making it again")
     else:
-        log(f"no {BASE_IMAGE} here: making a stand-in from Debian {BASE_SUITE}")
+        log(f"no {base_image} here: making a stand-in from Debian {BASE_SUITE}")
     mirror = apt_mirror()
     with tempfile.TemporaryDirectory(prefix="ccp-base-") as scratch:
         rootfs = Path(scratch, "rootfs")
@@ -199,7 +215,7 @@ def ensure_base_image() -> str:
             "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "--change", "ENV LANG=C.UTF-8", "--change", 'CMD ["python3"]',
             "--change", f"LABEL {STAND_IN_LABEL}={STAND_IN_RECIPE}",
-            "-", BASE_IMAGE, stdin=tar.stdout)
+            "-", base_image, stdin=tar.stdout)
         expect(tar.wait() == 0, "tar of the stand-in root filesystem failed")
     return "stand-in (made now)"
 
