@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     )
     warm_pool_keys: int = Field(4, ge=1, description="Distinct request configurations the warm pool keeps.")
     warm_pool_idle: float = Field(300.0, gt=0, description="Seconds an unused warm process lives.")
+    response_store_max_entries: int = Field(
+        1000, ge=0, description="Responses kept in memory for previous_response_id (0 stores none)."
+    )
+    response_store_max_age: float = Field(
+        3600.0, gt=0, description="Seconds a stored response stays retrievable (memory only, never on disk)."
+    )
     usage_db: str = Field(
         "~/.local/share/claude-code-proxy/usage.db",
         description="SQLite file of the local usage ledger; empty disables the ledger.",

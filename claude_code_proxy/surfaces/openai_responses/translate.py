@@ -1,0 +1,586 @@
+"""Pure translation between the OpenAI Responses surface and the neutral forms.
+
+- ``from_responses``: a Responses request (plus the stored items of the response it
+  continues) -> the neutral ``ChatRequest``, and what the answer needs to be shaped back.
+- ``output_items`` / ``response_object``: the neutral ``Answer`` -> a ``response`` object.
+
+No I/O, no settings, no logging.  Intentional divergences (docs/compatibility.md):
+
+- ``instructions`` and every ``system``/``developer`` message become the system prompt, in
+  order, wherever the messages stand;
+- hosted tools (``web_search``, ``file_search``...) and unknown tool or item types are
+  dropped (the route logs them), since Codex sends some of them by default;
+- a custom (free-form) tool reaches the model as a tool taking one string, ``input``;
+  ``local_shell`` as a tool taking the exec action; both come back in their own item types;
+- signed thinking round-trips through ``encrypted_content`` (an opaque blob holding the
+  thinking and its signature); thinking is switched off when the client replays a tool
+  call without it, or forces a tool;
+- ``temperature``/``top_p``/``truncation``/``service_tier`` are accepted, not forwarded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from claude_code_proxy.chat.answer import Answer
+from claude_code_proxy.chat.content import (
+    check_strings,
+    check_text,
+    clean_stop_sequences,
+    effort_thinking,
+    finish_conversation,
+    image_from_url,
+    merge_turns,
+    sanitize_tool_id,
+)
+from claude_code_proxy.chat.request import ChatRequest, ClientTool
+from claude_code_proxy.exceptions import InvalidRequestError
+from claude_code_proxy.surfaces.openai_responses.models import (
+    ContentPart,
+    CustomTool,
+    CustomToolCall,
+    CustomToolCallOutput,
+    FunctionCall,
+    FunctionCallOutput,
+    FunctionTool,
+    InputItem,
+    LocalShellCall,
+    LocalShellCallOutput,
+    LocalShellTool,
+    Message,
+    NamedToolChoice,
+    NamespaceTool,
+    OtherItem,
+    OutputPart,
+    Reasoning,
+    ResponsesRequest,
+)
+
+EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
+CUSTOM_TOOL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"input": {"type": "string", "description": "The tool's whole input, as plain text."}},
+    "required": ["input"],
+}
+LOCAL_SHELL = "local_shell"
+LOCAL_SHELL_DESCRIPTION = (
+    "Run a command on the user's machine and see its output. `command` is the argument vector "
+    "(for a shell pipeline use [\"bash\", \"-lc\", \"...\"])."
+)
+LOCAL_SHELL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "command": {"type": "array", "items": {"type": "string"}, "description": "The argument vector."},
+        "working_directory": {"type": "string"},
+        "timeout_ms": {"type": "integer"},
+        "env": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+    "required": ["command"],
+}
+INCOMPLETE_REASONS = {
+    "max_tokens": "max_output_tokens",
+    "model_context_window_exceeded": "max_output_tokens",
+    "compaction": "max_output_tokens",
+    "refusal": "content_filter",
+}
+# Request fields echoed on the response object as the client sent them.
+ECHOED = ("instructions", "max_output_tokens", "previous_response_id", "prompt_cache_key", "service_tier",
+          "truncation", "user")
+_REASONING_BLOB = "ccp1."  # the prefix of our encrypted_content, so another provider's blob is told apart
+
+
+# -- what the answer needs -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """How a tool the model calls is shown to the client."""
+
+    kind: Literal["function", "custom", "local_shell"]
+    name: str
+    namespace: str | None = None
+
+
+@dataclass
+class ResponseFrame:
+    """Everything about a response that is known before the model answers."""
+
+    id: str
+    created_at: int
+    model: str
+    """The model name as the client sent it."""
+    tools: dict[str, ToolSpec] = field(default_factory=dict)
+    """By the ``ClientTool`` name the neutral answer carries."""
+    summary: bool = False
+    encrypted: bool = False
+    echo: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Translation:
+    chat: ChatRequest
+    frame: ResponseFrame
+    dropped_tools: list[str]
+    dropped_items: list[str]
+
+
+# -- request -------------------------------------------------------------------------
+
+def from_responses(
+    request: ResponsesRequest,
+    model: str,
+    default_max_tokens: int,
+    *,
+    response_id: str,
+    created_at: int,
+    history: list[InputItem] | None = None,
+) -> Translation:
+    """A Responses request as the neutral request; ``history`` is the stored input and
+    output of the response named by ``previous_response_id``."""
+    if request.background:
+        raise InvalidRequestError("Background responses are not supported by this proxy.", param="background")
+    items = current_items(request)
+    if not items:
+        raise InvalidRequestError("input must contain at least one item.", param="input")
+    tools, specs, dropped_tools = client_tools(request)
+    system, turns, dropped_items = translate_items([*(history or []), *items], specs)
+    if request.instructions is not None:
+        check_text(request.instructions, "instructions")
+        if request.instructions.strip():
+            system.insert(0, request.instructions)
+    messages = finish_conversation(merge_turns(turns))
+    choice = tool_choice(request, set(specs))
+    effort = request.reasoning.effort if request.reasoning else None
+    max_tokens, thinking = effort_thinking(effort, request.max_output_tokens, default_max_tokens)
+    if thinking is not None and (_forces_tool(choice) or _replays_unsigned_tool_call(messages)):
+        thinking = None
+    stops = [request.stop] if isinstance(request.stop, str) else request.stop
+    chat = ChatRequest(
+        model=model,
+        messages=messages,
+        max_tokens=max_tokens,
+        system="\n".join(system) or None,
+        stop_sequences=clean_stop_sequences(stops),
+        thinking=thinking,
+        tools=tools,
+        tool_choice=choice,
+        output_schema=output_schema(request),
+    )
+    frame = ResponseFrame(
+        id=response_id,
+        created_at=created_at,
+        model=request.model,
+        tools=specs,
+        summary=bool(request.reasoning and request.reasoning.wants_summary),
+        encrypted=request.wants_encrypted_reasoning,
+        echo=echo(request),
+    )
+    return Translation(chat, frame, dropped_tools, dropped_items)
+
+
+def current_items(request: ResponsesRequest) -> list[InputItem]:
+    """This request's own input as items (a string is one user message)."""
+    if request.input is None:
+        return []
+    if isinstance(request.input, str):
+        return [Message(role="user", content=request.input)]
+    return list(request.input)
+
+
+def client_tools(request: ResponsesRequest) -> tuple[list[ClientTool], dict[str, ToolSpec], list[str]]:
+    """The tools the model may call, how each is shown back, and the dropped tool types."""
+    tools: dict[str, ClientTool] = {}
+    specs: dict[str, ToolSpec] = {}
+    dropped: list[str] = []
+
+    def add(tool: FunctionTool | CustomTool, namespace: str | None = None) -> None:
+        name = f"{namespace}.{tool.name}" if namespace else tool.name
+        if isinstance(tool, CustomTool):
+            description = tool.description or ""
+            tools[name] = ClientTool(name, description, dict(CUSTOM_TOOL_SCHEMA))
+            specs[name] = ToolSpec("custom", tool.name, namespace)
+        else:
+            # ``strict`` is not forwarded: the schema itself is what the model sees.
+            schema = tool.parameters if tool.parameters is not None else dict(EMPTY_SCHEMA)
+            tools[name] = ClientTool(name, tool.description or "", schema)
+            specs[name] = ToolSpec("function", tool.name, namespace)
+
+    for tool in request.tools or []:
+        if isinstance(tool, FunctionTool | CustomTool):
+            add(tool)
+        elif isinstance(tool, NamespaceTool):
+            for inner in tool.tools:
+                add(inner, tool.name)
+        elif isinstance(tool, LocalShellTool):
+            tools[LOCAL_SHELL] = ClientTool(LOCAL_SHELL, LOCAL_SHELL_DESCRIPTION, dict(LOCAL_SHELL_SCHEMA))
+            specs[LOCAL_SHELL] = ToolSpec("local_shell", LOCAL_SHELL)
+        else:
+            dropped.append(tool.type)
+    return list(tools.values()), specs, dropped
+
+
+def translate_items(
+    items: list[InputItem], specs: dict[str, ToolSpec]
+) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+    """(system prompt parts, turns in Anthropic form not yet merged, dropped item types)."""
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    dropped: list[str] = []
+    for i, item in enumerate(items):
+        param = f"input.{i}"
+        if isinstance(item, Message):
+            if item.role in ("system", "developer"):
+                text = _plain_text(item.content)
+                check_text(text, f"{param}.content")
+                if text.strip():
+                    system.append(text)
+            else:
+                role = "assistant" if item.role == "assistant" else "user"
+                turns.append({"role": role, "content": message_blocks(item.content, f"{param}.content")})
+        elif isinstance(item, FunctionCall):
+            name = f"{item.namespace}.{item.name}" if item.namespace else item.name
+            turns.append(_call(item.call_id, name, _arguments(item.arguments, f"{param}.arguments")))
+        elif isinstance(item, CustomToolCall):
+            name = f"{item.namespace}.{item.name}" if item.namespace else item.name
+            turns.append(_call(item.call_id, name, {"input": item.input}))
+        elif isinstance(item, LocalShellCall):
+            action = item.action.model_dump(exclude_none=True, exclude={"type"})
+            turns.append(_call(item.call_id, LOCAL_SHELL, action))
+        elif isinstance(item, FunctionCallOutput | CustomToolCallOutput):
+            turns.append(_result(item.call_id, item.output, f"{param}.output"))
+        elif isinstance(item, LocalShellCallOutput):
+            if not item.target:
+                raise InvalidRequestError("local_shell_call_output needs the call's id.", param=f"{param}.id")
+            turns.append(_result(item.target, item.output, f"{param}.output"))
+        elif isinstance(item, Reasoning):
+            block = decode_reasoning(item.encrypted_content)
+            if block is not None:  # another provider's reasoning cannot be replayed here
+                turns.append({"role": "assistant", "content": [block]})
+        elif isinstance(item, OtherItem):
+            dropped.append(item.type)
+    for turn in turns:
+        check_strings(turn["content"], "input")
+    return system, turns, dropped
+
+
+def message_blocks(content: str | list[ContentPart], param: str) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return _text_blocks(content, param)
+    blocks: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        part_param = f"{param}.{j}"
+        if part.type in ("input_text", "output_text"):
+            blocks.extend(_text_blocks(part.text, f"{part_param}.text"))  # type: ignore[union-attr]
+        elif part.type == "input_image":
+            blocks.append(_image(part, part_param))  # type: ignore[arg-type]
+        # input_file, input_audio and refusal parts are accepted and dropped
+        # (docs/compatibility.md); a refusal is not replayed, as OpenAI's own replay does.
+    return blocks
+
+
+def _image(part: Any, param: str) -> dict[str, Any]:
+    if not part.image_url:
+        raise InvalidRequestError("Images must be given by image_url (file ids are not supported).",
+                                  param=f"{param}.image_url")
+    return image_from_url(part.image_url, f"{param}.image_url")
+
+
+def _call(call_id: str, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    return {"role": "assistant", "content": [
+        {"type": "tool_use", "id": sanitize_tool_id(call_id), "name": name, "input": arguments}]}
+
+
+def _result(call_id: str, output: str | list[OutputPart], param: str) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": sanitize_tool_id(call_id)}
+    if isinstance(output, str):
+        if output.strip():
+            check_text(output, param)
+            block["content"] = output
+    else:
+        content = message_blocks(output, param)  # type: ignore[arg-type]
+        if content:
+            block["content"] = content
+    return {"role": "user", "content": [block]}
+
+
+def tool_choice(request: ResponsesRequest, names: set[str]) -> dict[str, Any] | None:
+    """``tool_choice``/``parallel_tool_calls`` as Anthropic's."""
+    if not names:
+        return None  # a choice among no tools means nothing
+    choice = request.tool_choice
+    out: dict[str, Any] | None
+    if choice is None:
+        out = None
+    elif isinstance(choice, str):
+        out = {"type": {"auto": "auto", "none": "none", "required": "any"}[choice]}
+    elif isinstance(choice, NamedToolChoice):
+        if choice.name not in names:
+            raise InvalidRequestError(f"tool_choice names {choice.name!r}, which is not among the tools.",
+                                      param="tool_choice")
+        out = {"type": "tool", "name": choice.name}
+    else:
+        out = None  # a hosted tool or an allowed_tools list: the model chooses
+    if request.parallel_tool_calls is False and (out is None or out["type"] != "none"):
+        out = {**(out or {"type": "auto"}), "disable_parallel_tool_use": True}
+    return out
+
+
+def output_schema(request: ResponsesRequest) -> dict[str, Any] | None:
+    fmt = request.text.format if request.text else None
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return {"type": "object"}
+    return fmt.schema_  # type: ignore[union-attr]
+
+
+def echo(request: ResponsesRequest) -> dict[str, Any]:
+    """The request's settings as the response object repeats them."""
+    out: dict[str, Any] = {name: getattr(request, name) for name in ECHOED}
+    out["tools"] = [tool.model_dump(by_alias=True, exclude_none=True) for tool in request.tools or []]
+    choice = request.tool_choice
+    out["tool_choice"] = choice.model_dump(exclude_none=True) if choice is not None and not isinstance(
+        choice, str) else (choice or "auto")
+    out["parallel_tool_calls"] = request.parallel_tool_calls is not False
+    out["temperature"] = 1.0 if request.temperature is None else request.temperature
+    out["top_p"] = 1.0 if request.top_p is None else request.top_p
+    out["metadata"] = request.metadata or {}
+    out["store"] = request.store is not False
+    out["reasoning"] = {"effort": request.reasoning.effort if request.reasoning else None,
+                        "summary": request.reasoning.summary if request.reasoning else None}
+    text = request.text.model_dump(by_alias=True, exclude_none=True) if request.text else {}
+    out["text"] = {"format": {"type": "text"}, **text}
+    return out
+
+
+def _forces_tool(choice: dict[str, Any] | None) -> bool:
+    return choice is not None and choice["type"] in ("any", "tool")
+
+
+def _replays_unsigned_tool_call(messages: list[dict[str, Any]]) -> bool:
+    """The last assistant turn called a tool without its signed thinking: upstream refuses
+    thinking then, so it is switched off for this request."""
+    for message in reversed(messages):
+        if message["role"] == "assistant":
+            content = message["content"]
+            calls = any(block["type"] == "tool_use" for block in content)
+            return calls and content[0]["type"] not in ("thinking", "redacted_thinking")
+    return False
+
+
+def _plain_text(content: str | list[ContentPart]) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(getattr(part, "text", "") for part in content)
+
+
+def _text_blocks(text: str, param: str) -> list[dict[str, Any]]:
+    check_text(text, param)
+    return [{"type": "text", "text": text}] if text.strip() else []
+
+
+def _arguments(raw: str, param: str) -> dict[str, Any]:
+    """Function call arguments as an object; ``""`` means no arguments."""
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise InvalidRequestError("Function call arguments must be a JSON object.", param=param) from None
+    if not isinstance(value, dict):
+        raise InvalidRequestError("Function call arguments must be a JSON object.", param=param)
+    return value
+
+
+# -- reasoning round trip ------------------------------------------------------------
+
+def encode_reasoning(block: dict[str, Any]) -> str:
+    """A thinking block as an opaque ``encrypted_content`` the client hands back unchanged."""
+    if block.get("type") == "redacted_thinking":
+        payload = {"redacted": block.get("data", "")}
+    else:
+        payload = {"thinking": block.get("thinking", ""), "signature": block.get("signature", "")}
+    raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    return _REASONING_BLOB + base64.urlsafe_b64encode(raw).decode()
+
+
+def decode_reasoning(blob: str | None) -> dict[str, Any] | None:
+    """The thinking block inside our ``encrypted_content``; None for anything else."""
+    if not blob or not blob.startswith(_REASONING_BLOB):
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(blob[len(_REASONING_BLOB):].encode()))
+    except (ValueError, binascii.Error):
+        return None
+    if not isinstance(payload, dict):
+        return None
+    if isinstance(payload.get("redacted"), str):
+        return {"type": "redacted_thinking", "data": payload["redacted"]}
+    thinking, signature = payload.get("thinking"), payload.get("signature")
+    if isinstance(thinking, str) and isinstance(signature, str) and signature:
+        return {"type": "thinking", "thinking": thinking, "signature": signature}
+    return None
+
+
+# -- response ------------------------------------------------------------------------
+
+def item_prefix(block: dict[str, Any], frame: ResponseFrame) -> str:
+    """The id prefix OpenAI uses for the item a block becomes."""
+    kind = block.get("type")
+    if kind in ("thinking", "redacted_thinking"):
+        return "rs"
+    if kind == "tool_use":
+        spec = frame.tools.get(str(block.get("name", "")))
+        return {"custom": "ctc", "local_shell": "lsh"}.get(spec.kind if spec else "", "fc")
+    return "msg"
+
+
+def output_item(
+    block: dict[str, Any], item_id: str, frame: ResponseFrame, *, partial: str | None = None, internal: bool = False
+) -> dict[str, Any] | None:
+    """One answer block as an output item (None for blocks the client never sees).
+
+    ``internal`` items always carry ``encrypted_content``: they are what the response
+    store keeps, so a continuation replays signed thinking whatever the client asked."""
+    kind = block.get("type")
+    if kind in ("thinking", "redacted_thinking"):
+        text = block.get("thinking", "")
+        item: dict[str, Any] = {
+            "id": item_id, "type": "reasoning",
+            "summary": [{"type": "summary_text", "text": text}] if frame.summary and text else [],
+        }
+        if (frame.encrypted or internal) and (block.get("signature") or block.get("data")):
+            item["encrypted_content"] = encode_reasoning(block)
+        return item
+    if kind == "text":
+        return message_item(item_id, block.get("text", ""), "completed")
+    if kind == "tool_use":
+        return call_item(block, item_id, frame, partial)
+    return None  # server tool blocks and anything newer: nothing the client can act on
+
+
+def message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+    return {"id": item_id, "type": "message", "role": "assistant", "status": status,
+            "content": [output_text_part(text)] if status != "in_progress" else []}
+
+
+def output_text_part(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def call_item(block: dict[str, Any], item_id: str, frame: ResponseFrame, partial: str | None) -> dict[str, Any]:
+    """A tool_use block as the item its tool's kind calls for."""
+    name = str(block.get("name", ""))
+    spec = frame.tools.get(name, ToolSpec("function", name))
+    arguments = block.get("input") or {}
+    call_id = str(block.get("id", ""))
+    status = "incomplete" if partial is not None else "completed"
+    if spec.kind == "custom":
+        text = arguments.get("input") if isinstance(arguments.get("input"), str) else (
+            partial if partial is not None else json.dumps(arguments, ensure_ascii=False))
+        item: dict[str, Any] = {"id": item_id, "type": "custom_tool_call", "status": status, "call_id": call_id,
+                                "name": spec.name, "input": text}
+    elif spec.kind == "local_shell":
+        item = {"id": item_id, "type": "local_shell_call", "status": status, "call_id": call_id,
+                "action": shell_action(arguments)}
+    else:
+        raw = partial if partial is not None else json.dumps(arguments, ensure_ascii=False)
+        item = {"id": item_id, "type": "function_call", "status": status, "call_id": call_id,
+                "name": spec.name, "arguments": raw}
+    if spec.namespace:
+        item["namespace"] = spec.namespace
+    return item
+
+
+def shell_action(arguments: dict[str, Any]) -> dict[str, Any]:
+    command = arguments.get("command")
+    if isinstance(command, str):
+        command = ["bash", "-lc", command]
+    env = arguments.get("env")
+    return {
+        "type": "exec",
+        "command": [str(part) for part in command] if isinstance(command, list) else [],
+        "env": {str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {},
+        "timeout_ms": arguments.get("timeout_ms") if isinstance(arguments.get("timeout_ms"), int) else None,
+        "user": None,
+        "working_directory": arguments.get("working_directory") if isinstance(
+            arguments.get("working_directory"), str) else None,
+    }
+
+
+def output_items(
+    answer: Answer, frame: ResponseFrame, item_ids: list[str], *, internal: bool = False
+) -> list[dict[str, Any]]:
+    """The answer's blocks as output items; ``item_ids[i]`` names the item of block ``i``."""
+    items = []
+    for block, item_id in zip(answer.content, item_ids, strict=True):
+        item = output_item(block, item_id, frame, partial=answer.partial_tool_input.get(str(block.get("id", ""))),
+                           internal=internal)
+        if item is not None:
+            items.append(item)
+    return items
+
+
+def usage(anthropic_usage: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's input_tokens include cached tokens; Anthropic's input_tokens do not.
+    Upstream does not count thinking tokens apart from the answer's: reasoning_tokens is 0."""
+    cache_read = int(anthropic_usage.get("cache_read_input_tokens") or 0)
+    cache_write = int(anthropic_usage.get("cache_creation_input_tokens") or 0)
+    prompt = int(anthropic_usage.get("input_tokens") or 0) + cache_write + cache_read
+    completion = int(anthropic_usage.get("output_tokens") or 0)
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": cache_read, "cache_write_tokens": cache_write},
+        "output_tokens": completion,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": prompt + completion,
+    }
+
+
+def outcome(stop_reason: str | None) -> tuple[str, dict[str, Any] | None]:
+    """(status, incomplete_details) for an upstream stop reason."""
+    reason = INCOMPLETE_REASONS.get(stop_reason or "")
+    return ("incomplete", {"reason": reason}) if reason else ("completed", None)
+
+
+def response_object(
+    frame: ResponseFrame,
+    *,
+    status: str,
+    output: list[dict[str, Any]],
+    usage: dict[str, Any] | None = None,
+    incomplete: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+    completed_at: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": frame.id,
+        "object": "response",
+        "created_at": frame.created_at,
+        "status": status,
+        "background": False,
+        "completed_at": completed_at,
+        "error": error,
+        "incomplete_details": incomplete,
+        "model": frame.model,
+        "output": output,
+        # Not in OpenAI's wire format (its SDKs compute it), but some clients read it.
+        "output_text": "".join(part["text"] for item in output if item["type"] == "message"
+                               for part in item["content"] if part["type"] == "output_text"),
+        "usage": usage,
+        **frame.echo,
+    }
+
+
+def to_response(
+    answer: Answer, frame: ResponseFrame, item_ids: list[str], completed_at: int, *, internal: bool = False
+) -> dict[str, Any]:
+    """The whole answer as a finished ``response`` object."""
+    status, incomplete = outcome(answer.stop_reason)
+    return response_object(
+        frame, status=status, output=output_items(answer, frame, item_ids, internal=internal),
+        usage=usage(answer.usage), incomplete=incomplete, completed_at=completed_at if status == "completed" else None,
+    )
