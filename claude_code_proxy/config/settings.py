@@ -37,6 +37,7 @@ DEFAULT_MODEL_ALIASES = {
     "gpt-5": "opus",
     "gpt-5-mini": "sonnet",
     "gpt-5-nano": "haiku",
+    "gpt-5.5": "opus",  # Codex CLI's default profile (README: Codex CLI)
     "o1": "opus",
     "o3": "opus",
     "o3-mini": "sonnet",
