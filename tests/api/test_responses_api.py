@@ -432,6 +432,8 @@ async def test_stored_responses_are_scoped_by_api_key() -> None:
 
 @pytest.mark.parametrize(("body", "param"), [
     ({"model": "gpt-4o"}, "input"),
+    ({"model": "gpt-4o", "input": [{"role": "user", "content": "  "}, {"role": "assistant", "content": "x"}]},
+     "input"),
     ({"model": "gpt-4o", "input": [{"role": "user", "content": 5}]}, "input"),
     ({"model": "gpt-4o", "input": "hi", "max_output_tokens": "5"}, "max_output_tokens"),
     ({"model": "gpt-4o", "input": "hi", "stream": "yes"}, "stream"),

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 CODEX = REPO / ".cache" / "test-tools" / "node_modules" / ".bin" / "codex"
 MODEL = "gpt-5.5"
 """A model Codex ships a profile for: its tools then include the free-form apply_patch."""
-KEY_VARIABLE = "CLAUDE_PROXY_CODEX_KEY"
+KEY_VARIABLE = "CLAUDE_CODE_PROXY_KEY"
 
 
 def codex_binary() -> str | None:

@@ -31,6 +31,20 @@ from claude_code_proxy.web.body import CatalogDep, SettingsDep, check_max_tokens
 
 router = APIRouter()
 log = structlog.get_logger(__name__)
+_warned: set[str] = set()
+
+
+def _report_dropped(tools: list[str], items: list[str]) -> None:
+    """Say what was left out, never fail on it (Codex sends hosted tools on every turn):
+    a warning the first time a kind is seen, then debug lines."""
+    kinds = {f"tool:{kind}" for kind in tools} | {f"item:{kind}" for kind in items}
+    if not kinds:
+        return
+    fresh = kinds - _warned
+    _warned.update(kinds)
+    report = log.warning if fresh else log.debug
+    report("responses_not_forwarded", tools=sorted(set(tools)), items=sorted(set(items)),
+           why="hosted tools and unknown item types cannot run through the Claude Code CLI")
 
 
 @router.post("/openai/v1/responses")
@@ -47,10 +61,7 @@ async def create_response(request: Request, catalog: CatalogDep, settings: Setti
     translation = from_responses(
         body, catalog.resolve(body.model), settings.default_max_tokens, response_id=new_id("resp"),
         created_at=int(time.time()), history=previous.history() if previous else None)
-    if translation.dropped_tools or translation.dropped_items:
-        # Codex sends hosted tools by default: say what was left out, never fail on it.
-        log.warning("responses_dropped", tools=sorted(set(translation.dropped_tools)),
-                    items=sorted(set(translation.dropped_items)))
+    _report_dropped(translation.dropped_tools, translation.dropped_items)
     chat, frame = translation.chat, translation.frame
     check_max_tokens(settings, chat.max_tokens, "max_output_tokens")
 

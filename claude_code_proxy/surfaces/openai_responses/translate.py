@@ -151,7 +151,10 @@ def from_responses(
         check_text(request.instructions, "instructions")
         if request.instructions.strip():
             system.insert(0, request.instructions)
-    messages = finish_conversation(merge_turns(turns))
+    try:
+        messages = finish_conversation(merge_turns(turns))
+    except InvalidRequestError:
+        raise InvalidRequestError("input must contain at least one non-empty user message.", param="input") from None
     choice = tool_choice(request, set(specs))
     effort = request.reasoning.effort if request.reasoning else None
     max_tokens, thinking = effort_thinking(effort, request.max_output_tokens, default_max_tokens)
