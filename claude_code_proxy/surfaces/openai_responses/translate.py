@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -44,10 +45,13 @@ from claude_code_proxy.surfaces.openai_responses.models import (
     CustomTool,
     CustomToolCall,
     CustomToolCallOutput,
+    FormatJSONSchema,
     FunctionCall,
     FunctionCallOutput,
     FunctionTool,
+    InputImage,
     InputItem,
+    InputText,
     LocalShellCall,
     LocalShellCallOutput,
     LocalShellTool,
@@ -56,6 +60,7 @@ from claude_code_proxy.surfaces.openai_responses.models import (
     NamespaceTool,
     OtherItem,
     OutputPart,
+    OutputText,
     Reasoning,
     ResponsesRequest,
 )
@@ -269,26 +274,22 @@ def translate_items(
     return system, turns, dropped
 
 
-def message_blocks(content: str | list[ContentPart], param: str) -> list[dict[str, Any]]:
+def message_blocks(content: str | Sequence[ContentPart | OutputPart], param: str) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return _text_blocks(content, param)
     blocks: list[dict[str, Any]] = []
     for j, part in enumerate(content):
         part_param = f"{param}.{j}"
-        if part.type in ("input_text", "output_text"):
-            blocks.extend(_text_blocks(part.text, f"{part_param}.text"))  # type: ignore[union-attr]
-        elif part.type == "input_image":
-            blocks.append(_image(part, part_param))  # type: ignore[arg-type]
+        if isinstance(part, InputText | OutputText):
+            blocks.extend(_text_blocks(part.text, f"{part_param}.text"))
+        elif isinstance(part, InputImage):
+            if not part.image_url:
+                raise InvalidRequestError("Images must be given by image_url (file ids are not supported).",
+                                          param=f"{part_param}.image_url")
+            blocks.append(image_from_url(part.image_url, f"{part_param}.image_url"))
         # input_file, input_audio and refusal parts are accepted and dropped
         # (docs/compatibility.md); a refusal is not replayed, as OpenAI's own replay does.
     return blocks
-
-
-def _image(part: Any, param: str) -> dict[str, Any]:
-    if not part.image_url:
-        raise InvalidRequestError("Images must be given by image_url (file ids are not supported).",
-                                  param=f"{param}.image_url")
-    return image_from_url(part.image_url, f"{param}.image_url")
 
 
 def _call(call_id: str, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -303,7 +304,7 @@ def _result(call_id: str, output: str | list[OutputPart], param: str) -> dict[st
             check_text(output, param)
             block["content"] = output
     else:
-        content = message_blocks(output, param)  # type: ignore[arg-type]
+        content = message_blocks(output, param)
         if content:
             block["content"] = content
     return {"role": "user", "content": [block]}
@@ -337,7 +338,8 @@ def output_schema(request: ResponsesRequest) -> dict[str, Any] | None:
         return None
     if fmt.type == "json_object":
         return {"type": "object"}
-    return fmt.schema_  # type: ignore[union-attr]
+    assert isinstance(fmt, FormatJSONSchema)
+    return fmt.schema_
 
 
 def echo(request: ResponsesRequest) -> dict[str, Any]:
