@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from structlog.testing import capture_logs
 
 from claude_code_proxy.app import create_app
 from claude_code_proxy.backend.scripted import ScriptedBackend, text_answer
@@ -455,11 +456,15 @@ async def test_bad_bodies_are_400_naming_the_field_and_spawn_nothing(
 
 async def test_unknown_items_and_hosted_tools_are_dropped_not_refused(scripted: Any) -> None:
     client, backend = scripted
-    response = await client._client.post("/openai/v1/responses", json={
-        "model": "gpt-4o", "tools": [{"type": "web_search"}, {"type": "tool_search", "execution": "client"}],
-        "input": [{"type": "item_reference", "id": "msg_x"}, {"role": "user", "content": "hi"}]})
+    with capture_logs() as logs:
+        response = await client._client.post("/openai/v1/responses", json={
+            "model": "gpt-4o", "tools": [{"type": "computer_use_preview"}, {"type": "tool_search"}],
+            "input": [{"type": "item_reference", "id": "msg_x"}, {"role": "user", "content": "hi"}]})
     assert response.status_code == 200, response.text
     assert backend.requests[0].tools == [] and len(backend.requests[0].messages) == 1
+    [said] = [entry for entry in logs if entry["event"] == "responses_not_forwarded"]
+    assert said["log_level"] == "warning"  # the first time these kinds are seen
+    assert said["tools"] == ["computer_use_preview", "tool_search"] and said["items"] == ["item_reference"]
 
 
 async def test_too_many_input_items_is_413(scripted: Any) -> None:
