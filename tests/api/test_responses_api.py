@@ -21,7 +21,7 @@ from claude_code_proxy.backend.scripted import ScriptedBackend, text_answer
 from claude_code_proxy.chat.answer import BackendItem, Completion
 from claude_code_proxy.chat.request import ChatRequest
 from claude_code_proxy.exceptions import ClaudeProxyError, RateLimitError
-from claude_code_proxy.surfaces.openai_responses.translate import decode_reasoning
+from claude_code_proxy.surfaces.openai_responses.render import decode_reasoning
 from tests.conftest import make_settings
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather for a city.",

@@ -9,16 +9,16 @@ import pytest
 from claude_code_proxy.chat.answer import Answer
 from claude_code_proxy.exceptions import InvalidRequestError, NotFoundError
 from claude_code_proxy.surfaces.openai_responses.models import ResponsesRequest
-from claude_code_proxy.surfaces.openai_responses.store import ResponseStore, StoredResponse, with_ids
-from claude_code_proxy.surfaces.openai_responses.translate import (
+from claude_code_proxy.surfaces.openai_responses.render import (
     ResponseFrame,
     ToolSpec,
     decode_reasoning,
     encode_reasoning,
-    from_responses,
     output_items,
     to_response,
 )
+from claude_code_proxy.surfaces.openai_responses.store import ResponseStore, StoredResponse, with_ids
+from claude_code_proxy.surfaces.openai_responses.translate import from_responses
 
 
 def translate(body: dict[str, Any], **kwargs: Any) -> Any:

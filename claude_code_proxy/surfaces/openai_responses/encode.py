@@ -31,7 +31,7 @@ from typing import Any
 from claude_code_proxy.chat.answer import AnswerAccumulator, Completion
 from claude_code_proxy.exceptions import ClaudeProxyError
 from claude_code_proxy.surfaces.openai_responses.errors import failure
-from claude_code_proxy.surfaces.openai_responses.translate import (
+from claude_code_proxy.surfaces.openai_responses.render import (
     ResponseFrame,
     item_prefix,
     output_item,

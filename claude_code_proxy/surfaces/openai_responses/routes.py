@@ -15,18 +15,14 @@ from claude_code_proxy.exceptions import InvalidRequestError, TooManyMessagesErr
 from claude_code_proxy.exchange import exchange
 from claude_code_proxy.surfaces.openai_responses.encode import ResponsesStreamEncoder, new_id
 from claude_code_proxy.surfaces.openai_responses.models import ResponsesRequest
+from claude_code_proxy.surfaces.openai_responses.render import item_prefix, to_response
 from claude_code_proxy.surfaces.openai_responses.store import (
     StoredResponse,
     key_scope,
     store_for,
     with_ids,
 )
-from claude_code_proxy.surfaces.openai_responses.translate import (
-    current_items,
-    from_responses,
-    item_prefix,
-    to_response,
-)
+from claude_code_proxy.surfaces.openai_responses.translate import current_items, from_responses
 from claude_code_proxy.web.body import CatalogDep, SettingsDep, check_max_tokens, json_object, parse
 
 router = APIRouter()
