@@ -37,6 +37,7 @@ DEFAULT_MODEL_ALIASES = {
     "gpt-5": "opus",
     "gpt-5-mini": "sonnet",
     "gpt-5-nano": "haiku",
+    "gpt-5.5": "opus",  # Codex CLI's default profile (README: Codex CLI)
     "o1": "opus",
     "o3": "opus",
     "o3-mini": "sonnet",
@@ -127,6 +128,12 @@ class Settings(BaseSettings):
     )
     warm_pool_keys: int = Field(4, ge=1, description="Distinct request configurations the warm pool keeps.")
     warm_pool_idle: float = Field(300.0, gt=0, description="Seconds an unused warm process lives.")
+    response_store_max_entries: int = Field(
+        1000, ge=0, description="Responses kept in memory for previous_response_id (0 stores none)."
+    )
+    response_store_max_age: float = Field(
+        3600.0, gt=0, description="Seconds a stored response stays retrievable (memory only, never on disk)."
+    )
     usage_db: str = Field(
         "~/.local/share/claude-code-proxy/usage.db",
         description="SQLite file of the local usage ledger; empty disables the ledger.",

@@ -77,5 +77,6 @@ def default_surfaces() -> list[Surface]:
     from claude_code_proxy.ops.routes import SURFACE as OPS
     from claude_code_proxy.surfaces.anthropic import SURFACE as ANTHROPIC
     from claude_code_proxy.surfaces.openai_chat import SURFACE as OPENAI_CHAT
+    from claude_code_proxy.surfaces.openai_responses import SURFACE as OPENAI_RESPONSES
 
-    return [ANTHROPIC, OPENAI_CHAT, OPS]
+    return [ANTHROPIC, OPENAI_CHAT, OPENAI_RESPONSES, OPS]
