@@ -131,6 +131,18 @@ async def test_ps_lists_nothing_loaded(scripted: Any) -> None:
     assert (await client.get("/api/ps")).json() == {"models": []}
 
 
+async def test_the_api_is_also_under_openai_for_copilot(scripted: Any) -> None:
+    client, backend = scripted
+    for path in ("/api/version", "/api/tags", "/api/ps"):
+        assert (await client.get("/openai" + path)).json() == (await client.get(path)).json()
+    show = await client.post("/openai/api/show", json={"model": "sonnet"})
+    assert show.json() == (await client.post("/api/show", json={"model": "sonnet"})).json()
+    answer = await client.post("/openai/api/chat", json={"model": "sonnet", "messages": USER_HI, "stream": False})
+    assert answer.json()["message"]["content"] == "Hello from the script." and len(backend.requests) == 1
+    assert (await client.post("/openai/api/pull", json={})).status_code == 501
+    assert list((await client.get("/openai/api/nothing")).json()) == ["error"]
+
+
 # -- chat and generate -------------------------------------------------------------
 
 async def test_chat_streams_ndjson_by_default(scripted: Any) -> None:
@@ -383,6 +395,7 @@ def test_the_registry_gives_ollama_the_root_and_api_only() -> None:
     assert registry.for_path("/nothing").name == "anthropic"
     assert registry.for_path("/v1/messages").name == "anthropic"
     assert registry.for_path("/openai/v1/models").name == "openai_chat"
+    assert registry.for_path("/openai/api/show").name == "ollama"  # Copilot's base (routes.py)
     assert registry.for_path("/health").name == "ops"
 
 

@@ -4,6 +4,11 @@
 The model list is the catalog's listed models as ``<id>:latest``; any catalog name or
 alias works with or without a ``:tag``.  The endpoints that manage local weights, and
 embeddings, answer 501 with a plain reason: there are no weights here.
+
+The same API is served under ``/openai`` too: GitHub Copilot's Ollama provider discovers
+models at ``<base>/api/...`` and then chats at ``<base>/v1/chat/completions``, which at
+the root is the Anthropic surface's path.  With ``<base>`` = ``/openai`` it lands on the
+OpenAI surface's ``/openai/v1/chat/completions`` instead.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ OLLAMA_VERSION = "0.12.0"
 """The Ollama version announced: clients refuse servers older than what they need
 (GitHub Copilot wants 0.6.4 or later; ``think`` and ``tool_name`` came with 0.9)."""
 
+COPILOT_BASE = "/openai"
+"""A second mount of the /api routes (see above)."""
+
 router = APIRouter()
 
 
@@ -47,22 +55,18 @@ async def root() -> Response:
     return PlainTextResponse("Ollama is running")
 
 
-@router.get("/api/version")
 async def version() -> dict[str, Any]:
     return {"version": OLLAMA_VERSION}
 
 
-@router.get("/api/tags")
 async def list_models(catalog: CatalogDep) -> dict[str, Any]:
     return {"models": [tags_entry(entry) for entry in catalog.entries]}
 
 
-@router.get("/api/ps")
 async def running_models() -> dict[str, Any]:
     return {"models": []}  # nothing is loaded: every request runs a fresh CLI
 
 
-@router.post("/api/show")
 async def show_model(request: Request, catalog: CatalogDep, settings: SettingsDep) -> dict[str, Any]:
     body = parse(ShowBody, await json_object(request))
     requested = body.model or body.name
@@ -76,7 +80,6 @@ async def show_model(request: Request, catalog: CatalogDep, settings: SettingsDe
     return show_body(model_id, entry.created_at, settings.default_max_tokens)
 
 
-@router.post("/api/chat")
 async def chat(request: Request, catalog: CatalogDep, settings: SettingsDep) -> Response:
     body = await read_request(request, settings, ChatBody)
     model = resolve(catalog, body.model)
@@ -94,7 +97,6 @@ async def chat(request: Request, catalog: CatalogDep, settings: SettingsDep) -> 
     )
 
 
-@router.post("/api/generate")
 async def generate(request: Request, catalog: CatalogDep, settings: SettingsDep) -> Response:
     body = await read_request(request, settings, GenerateBody)
     model = resolve(catalog, body.model)
@@ -122,6 +124,14 @@ def resolve(catalog: ModelCatalog, requested: str) -> str:
 
 # -- what a server without local weights cannot do ---------------------------------
 
+SERVED: tuple[tuple[str, list[str], Callable[..., Awaitable[Any]]], ...] = (
+    ("/api/version", ["GET"], version),
+    ("/api/tags", ["GET"], list_models),
+    ("/api/ps", ["GET"], running_models),
+    ("/api/show", ["POST"], show_model),
+    ("/api/chat", ["POST"], chat),
+    ("/api/generate", ["POST"], generate),
+)
 NO_LOCAL_WEIGHTS = (
     ("/api/pull", ["POST"], "pull models"),
     ("/api/push", ["POST"], "push models"),
@@ -142,5 +152,8 @@ def _refusal(what: str) -> Callable[[], Awaitable[Response]]:
     return refuse
 
 
-for _path, _methods, _what in NO_LOCAL_WEIGHTS:
-    router.add_api_route(_path, _refusal(_what), methods=_methods)
+for _base in ("", COPILOT_BASE):
+    for _path, _methods, _endpoint in SERVED:
+        router.add_api_route(_base + _path, _endpoint, methods=_methods)
+    for _path, _methods, _what in NO_LOCAL_WEIGHTS:
+        router.add_api_route(_base + _path, _refusal(_what), methods=_methods)
