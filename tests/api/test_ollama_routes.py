@@ -140,6 +140,13 @@ async def test_the_api_is_also_under_openai_for_copilot(scripted: Any) -> None:
     answer = await client.post("/openai/api/chat", json={"model": "sonnet", "messages": USER_HI, "stream": False})
     assert answer.json()["message"]["content"] == "Hello from the script." and len(backend.requests) == 1
     assert (await client.post("/openai/api/pull", json={})).status_code == 501
+    # Copilot then chats over the OpenAI surface with a name exactly as /api/tags lists it.
+    listed = (await client.get("/openai/api/tags")).json()["models"][-1]["model"]
+    completion = await client.post("/openai/v1/chat/completions", json={"model": listed, "messages": USER_HI})
+    assert completion.status_code == 200 and completion.json()["model"] == listed
+    assert backend.requests[-1].model == listed.removesuffix(":latest")
+    refused = await client.post("/openai/v1/chat/completions", json={"model": "sonnet:7b", "messages": USER_HI})
+    assert refused.status_code == 404  # only the tag the list hands out, elsewhere than Ollama's own routes
     assert list((await client.get("/openai/api/nothing")).json()) == ["error"]
 
 
