@@ -438,10 +438,9 @@ async def test_browser_requests_stay_refused() -> None:
     assert len(backend.requests) == 1
 
 
-async def test_the_api_key_is_required_except_at_the_root() -> None:
+async def test_the_api_key_is_required_everywhere_on_the_surface() -> None:
     async with client_for(ScriptedBackend(), api_key="sekret") as client:
-        assert (await client.get("/")).status_code == 200
-        for path in ("/api/version", "/api/tags", "/api/ps"):
+        for path in ("/", "/api/version", "/api/tags", "/api/ps", "/openai/api/tags"):
             refused = await client.get(path)
             assert refused.status_code == 401 and list(refused.json()) == ["error"]
             assert (await client.get(path, headers={"authorization": "Bearer sekret"})).status_code == 200

@@ -273,7 +273,8 @@ def test_curl_style_bodies_work_and_browsers_stay_out(server: RunningServer, ups
 
 def test_the_api_key_as_a_bearer_header(cli_env: Any, upstream: FakeUpstream) -> None:
     with serve(make_settings(api_key="the-right-key")) as keyed:
-        assert httpx.get(keyed.url).text == "Ollama is running"  # the liveness probe stays public
+        assert httpx.get(keyed.url).status_code == 401
+        assert httpx.get(keyed.url, headers={"authorization": "Bearer the-right-key"}).text == "Ollama is running"
         with pytest.raises(ollama.ResponseError) as info:
             ollama.Client(host=keyed.url).list()
         assert info.value.status_code == 401

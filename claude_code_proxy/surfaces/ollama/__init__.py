@@ -18,8 +18,7 @@ SURFACE = Surface(
     router=routes.router,
     error_body=errors.error_body,
     model_paths=frozenset({"/api/chat", "/api/generate", "/openai/api/chat", "/openai/api/generate"}),
-    # "Ollama is running" carries nothing, like /health/live; everything else needs the key.
-    public_paths=frozenset({"/"}),
+    # With an API key set, even "/" needs it, as every route but /health does.
     # Liveness probes and the polls some clients make every few seconds.
     quiet_paths=frozenset({"/", "/api/version", "/api/ps", "/openai/api/version", "/openai/api/ps"}),
     accepts_any_content_type=True,
