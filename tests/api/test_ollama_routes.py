@@ -353,6 +353,7 @@ async def test_unsupported_image_types_are_named(scripted: Any) -> None:
     bmp = base64.b64encode(b"BM" + b"\x00" * 30).decode()
     response = await client.post("/api/generate", json={"model": "sonnet", "prompt": "x", "images": [bmp]})
     assert response.status_code == 400 and "PNG, JPEG, GIF or WebP" in response.json()["error"]
+    assert response.json()["error"].startswith("images.0: ")  # the field at fault, in the one string there is
 
 
 async def test_an_error_before_the_first_token_keeps_its_status() -> None:

@@ -27,6 +27,7 @@ from typing import Any, Literal
 from claude_code_proxy.chat.answer import Completion
 from claude_code_proxy.exceptions import ClaudeProxyError
 from claude_code_proxy.ops.metrics import RequestMetrics
+from claude_code_proxy.surfaces.ollama.errors import message
 from claude_code_proxy.surfaces.ollama.translate import Marks, final_fields, stats, tool_call
 from claude_code_proxy.web.ndjson import ndjson_line
 
@@ -84,7 +85,7 @@ class OllamaStreamEncoder:
 
     @staticmethod
     def error(error: ClaudeProxyError) -> list[bytes]:
-        return [ndjson_line({"error": error.message})]
+        return [ndjson_line({"error": message(error)})]
 
     # -- lines -----------------------------------------------------------------------
     def lines(self, event: dict[str, Any]) -> list[dict[str, Any]]:

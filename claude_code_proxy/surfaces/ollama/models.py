@@ -18,8 +18,6 @@ from claude_code_proxy.chat.wire import Inbound
 # OpenAI's rule for function names, which Ollama's clients follow; the CLI accepts the same.
 TOOL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 
-ThinkLevel = Literal["low", "medium", "high"]
-
 
 class Options(Inbound):
     """Ollama's runtime ``options``: ``num_predict`` and ``stop`` act; ``temperature`` is
@@ -72,7 +70,9 @@ class Generation(Inbound):
     stream: StrictBool | None = None
     format: Format | None = None
     options: Options | None = None
-    think: StrictBool | ThinkLevel | None = None
+    # true/false or a level ("low", "medium", "high"), checked by the translator so that a
+    # wrong value gets one clear message rather than one per union member.
+    think: StrictBool | str | None = None
     keep_alive: str | float | None = None
 
     @property

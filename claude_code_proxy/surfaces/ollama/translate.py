@@ -122,6 +122,8 @@ def max_tokens_and_thinking(body: Generation, default_max_tokens: int) -> tuple[
     level = DEFAULT_THINK_LEVEL if body.think is True else body.think or None
     if level is None:
         return explicit or default_max_tokens, None
+    if level not in THINKING_BUDGETS:
+        raise InvalidRequestError('think must be true, false, "low", "medium" or "high".', param="think")
     budget = THINKING_BUDGETS[level]
     if explicit is None:
         return max(default_max_tokens, budget + default_max_tokens), {"type": "enabled", "budget_tokens": budget}
@@ -132,12 +134,10 @@ def max_tokens_and_thinking(body: Generation, default_max_tokens: int) -> tuple[
 
 
 def output_schema(format_: Format | None) -> dict[str, Any] | None:
-    if format_ is None or format_ == "":
-        return None
-    if format_ == "json":
-        return {"type": "object"}
-    assert isinstance(format_, dict)
-    return format_
+    """``"json"`` -> any object; a schema -> itself; ``""`` or none -> free text."""
+    if isinstance(format_, dict):
+        return format_
+    return {"type": "object"} if format_ == "json" else None
 
 
 def translate_messages(messages: list[Message]) -> tuple[str | None, list[dict[str, Any]]]:
