@@ -101,7 +101,7 @@ class Settings(BaseSettings):
         2, ge=0, le=10, description="Retries the CLI itself makes on upstream 429/5xx (the proxy adds none)."
     )
     default_max_tokens: int = Field(
-        4096, ge=1, description="max_tokens used on the OpenAI surface when the client sends none."
+        4096, ge=1, description="max_tokens used on the OpenAI and Ollama surfaces when the client sends none."
     )
     max_tokens_limit: int = Field(128000, ge=1, description="Largest max_tokens a request may ask for.")
     cors_origins: Annotated[list[str], NoDecode] = Field(
