@@ -111,6 +111,24 @@ class WarmPool(Generic[T]):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def put(self, key: str, item: T) -> bool:
+        """Return a used process that can serve again (reset to a fresh state by the caller).
+
+        False when the pool has no room for it: the caller ends it.  It becomes the key's
+        ready process; idle expiry counts from now.
+        """
+        if not self.enabled:
+            return False
+        self._expire()
+        self._touch(key)
+        if len(self._ready.get(key, [])) >= 1:
+            return False
+        if self.ready_count + self.starting_count >= self.size and not self._evict_other(key):
+            return False
+        self._ready.setdefault(key, []).append(_Ready(item, time.monotonic()))
+        self._ready.move_to_end(key)
+        return True
+
     def make_room(self) -> None:
         """Give a running request the budget a ready process holds (evict the oldest)."""
         if self._budget_left() <= 0:

@@ -128,6 +128,13 @@ class Settings(BaseSettings):
     )
     warm_pool_keys: int = Field(4, ge=1, description="Distinct request configurations the warm pool keeps.")
     warm_pool_idle: float = Field(300.0, gt=0, description="Seconds an unused warm process lives.")
+    cli_reuse: bool = Field(
+        True, description="Reuse a CLI for further requests of the same configuration, reset exactly "
+        "between requests (false: every CLI serves one request).",
+    )
+    cli_max_requests: int = Field(200, ge=1, description="Requests one reused CLI serves before it is retired.")
+    cli_max_age: float = Field(3600.0, gt=0, description="Seconds a reused CLI lives before it is retired.")
+    cli_max_rss_mb: int = Field(1024, ge=64, description="Memory (RSS, MiB) beyond which a reused CLI is retired.")
     response_store_max_entries: int = Field(
         1000, ge=0, description="Responses kept in memory for previous_response_id (0 stores none)."
     )
