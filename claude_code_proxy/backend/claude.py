@@ -83,7 +83,7 @@ class ClaudeClient:
         self._status: CliStatus | None = None
         self._status_lock = asyncio.Lock()
         self.pool: WarmPool[Prepared] = WarmPool(
-            size=settings.warm_pool_size,
+            size=settings.pool_size,
             max_keys=settings.warm_pool_keys,
             idle_seconds=settings.warm_pool_idle,
             spawn=self._prepare,

@@ -1,14 +1,15 @@
-"""A pool of single-use, pre-started CLI processes, keyed by everything fixed at spawn time.
+"""A pool of ready CLI processes, keyed by everything fixed at spawn time.
 
-A request whose key has a ready process takes it (and nobody else ever will); a request
-without one starts its own (a cold start).  Either way a replacement for that key is
-started in the background, so a client that repeats its configuration (the same model,
-system prompt and tools every turn) gets warm starts from its second request on.
+A request whose key has a ready process takes it (one request at a time: nobody else has
+it meanwhile); a request without one starts its own (a cold start).  After the request the
+process comes back (``put``) once it has been reset exactly (backend/reuse.py), or, where it
+cannot serve again, a replacement for that key is started in the background (``refill``),
+so a client that repeats its configuration gets warm starts from its second request on.
 
 Bounds: at most ``size`` ready processes in all, at most ``max_keys`` distinct keys
-(least recently used evicted), each process lives ``idle_seconds`` at most, and the pool
+(least recently used evicted), each process idles ``idle_seconds`` at most, and the pool
 never starts a process when the running plus ready processes would exceed the budget the
-caller reports (the concurrency limit), so warm processes share the memory budget.
+caller reports (the concurrency limit), so ready processes share the memory budget.
 
 Generic over what a "process" is: the Claude client supplies ``spawn`` and ``dispose``.
 """
@@ -121,8 +122,6 @@ class WarmPool(Generic[T]):
             return False
         self._expire()
         self._touch(key)
-        if len(self._ready.get(key, [])) >= 1:
-            return False
         if self.ready_count + self.starting_count >= self.size and not self._evict_other(key):
             return False
         self._ready.setdefault(key, []).append(_Ready(item, time.monotonic()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import json
+import os
 import shutil
 from functools import lru_cache
 from pathlib import Path
@@ -123,8 +124,9 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(
         10.0, ge=0, description="Seconds in-flight requests get to finish after SIGTERM."
     )
-    warm_pool_size: int = Field(
-        2, ge=0, le=16, description="Pre-started single-use CLI processes kept ready (0 disables the pool)."
+    warm_pool_size: int | None = Field(
+        None, ge=0, le=64, description="CLI processes kept ready between requests, pre-started or reused "
+        "(0 disables the pool; empty: one per CPU core, since two busy CLIs fill two cores).",
     )
     warm_pool_keys: int = Field(4, ge=1, description="Distinct request configurations the warm pool keeps.")
     warm_pool_idle: float = Field(300.0, gt=0, description="Seconds an unused warm process lives.")
@@ -170,7 +172,7 @@ class Settings(BaseSettings):
         parsed = _split_mapping(value)
         return {**DEFAULT_MODEL_ALIASES, **parsed} if isinstance(parsed, dict) else parsed
 
-    @field_validator("api_key", "cli_path", mode="before")
+    @field_validator("api_key", "cli_path", "warm_pool_size", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -179,6 +181,13 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @property
+    def pool_size(self) -> int:
+        """``warm_pool_size``, or one per CPU core when unset."""
+        if self.warm_pool_size is not None:
+            return self.warm_pool_size
+        return max(2, min(16, os.cpu_count() or 2))
 
     def resolved_cli_path(self) -> str | None:
         """The CLI this proxy will run, or None when none can be found."""
