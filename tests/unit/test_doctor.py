@@ -153,7 +153,10 @@ def test_not_logged_in(settings: Settings, monkeypatch: pytest.MonkeyPatch, in_t
     code, text = run(settings=settings)
     assert code == 1
     assert "[FAIL] Login            not logged in" in text
-    assert "claude setup-token" in text and "CLAUDE_CODE_OAUTH_TOKEN" in text
+    # The fix names commands that exist after an install (the CLI itself is not on PATH).
+    fix = text.split("[FAIL] Login", 1)[1].split("[", 1)[0]
+    assert "`claude-code-proxy login`" in fix and "`claude-code-proxy setup-token`" in fix
+    assert "CLAUDE_CODE_OAUTH_TOKEN" in fix and "`claude setup-token`" not in fix and "/login" not in fix
     # The token sits in .env, which only configures the proxy: the fix says so.
     assert "the proxy reads only CLAUDE_PROXY_* settings from .env" in text
     assert CANARIES[1] not in text
