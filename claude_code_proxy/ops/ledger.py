@@ -1,7 +1,11 @@
 """The local usage ledger: one row of metadata per request, in a SQLite file on this machine.
 
 What is stored is in ``UsageRecord``: times, surface, models, status, tokens, cost and a
-client name.  Never prompt or answer text, never keys, never the raw user agent.
+client name.  Three model names: the one the client asked for (``model_requested``, also for
+a request rejected before it ran), the one the proxy resolved it to and handed the CLI
+(``model_resolved``: ``gpt-4o`` -> ``sonnet``), and the one that answered
+(``model_used``, the upstream's id; empty when no model answered).  Never prompt or answer
+text, never keys, never the raw user agent.
 
 Writes never block or fail a request: ``record()`` only puts the row on a bounded queue;
 one writer thread owns the write connection, commits in batches, purges rows older than
@@ -43,7 +47,7 @@ GROUP_BY_VALUES: tuple[str, ...] = get_args(GroupBy)
 _BUCKET_SQL: dict[str, str] = {
     "day": "strftime('%Y-%m-%d', ts, 'unixepoch', 'localtime')",
     "hour": "strftime('%Y-%m-%d %H:00', ts, 'unixepoch', 'localtime')",
-    "model": "COALESCE(NULLIF(model_used, ''), model_requested)",
+    "model": "COALESCE(NULLIF(model_used, ''), NULLIF(model_resolved, ''), model_requested)",
     "surface": "surface",
 }
 
@@ -67,6 +71,7 @@ class UsageRecord:
     cost_usd: float | None
     client: str
     request_id: str
+    model_resolved: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,8 +96,9 @@ class Totals:
         return self.errors / self.requests if self.requests else 0.0
 
     def as_json(self) -> dict[str, Any]:
-        # Rounded so float sums print as the cents-and-fractions a person expects.
-        return {**asdict(self), "cost_usd": round(self.cost_usd, 6), "error_rate": round(self.error_rate, 6)}
+        # Rounded so float sums print cleanly, but only to nano-dollars: a request of a few
+        # tokens costs micro-dollars, which must not round away to zero.
+        return {**asdict(self), "cost_usd": round(self.cost_usd, 9), "error_rate": round(self.error_rate, 6)}
 
 
 @dataclass(frozen=True)
@@ -219,6 +225,9 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # v2: the client name; rows written before it read as "unknown".
     ("ALTER TABLE requests ADD COLUMN client TEXT NOT NULL DEFAULT 'unknown'",),
+    # v3: the model name the request resolved to (handed to the CLI). Older rows read as '':
+    # until v3, model_used held that name when no model answered, so theirs still show it.
+    ("ALTER TABLE requests ADD COLUMN model_resolved TEXT NOT NULL DEFAULT ''",),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

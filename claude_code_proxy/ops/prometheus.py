@@ -152,17 +152,17 @@ class ProxyMetrics:
         self.latency.labels(route=route, surface=surface, stream=stream).observe(max(metrics.duration_ms, 0.0) / 1000)
         if metrics.ttft_ms is not None:
             self.ttft.labels(route=route, surface=surface, stream=stream).observe(max(metrics.ttft_ms, 0.0) / 1000)
-        model = self.model_label(metrics.model_used or metrics.model_requested)
+        model = self.model_label(metrics.model_shown)
         for key, kind in TOKEN_KINDS.items():
             count = metrics.usage.get(key, 0)
             if count > 0:
                 self.tokens.labels(model=model, kind=kind).inc(count)
         if metrics.cost_usd is not None and metrics.cost_usd > 0:
             self.cost.labels(model=model).inc(metrics.cost_usd)
-        # model_used is set once the request is parsed and its model resolved, just before the
-        # backend runs: an error after that came from the run (CLI, upstream, queue, client gone),
-        # not from a malformed request.
-        if metrics.error_kind is not None and metrics.model_used:
+        # model_resolved is set once the request is parsed and its model resolved, just before the
+        # backend runs (model_used once a model answered): an error after that came from the run
+        # (CLI, upstream, queue, client gone), not from a malformed request.
+        if metrics.error_kind is not None and (metrics.model_resolved or metrics.model_used):
             self.upstream_errors.labels(kind=metrics.error_kind[:64]).inc()
 
     def model_label(self, model: str) -> str:

@@ -22,6 +22,7 @@ import pytest
 
 from claude_code_proxy.ops.ledger import (
     SCHEMA_VERSION,
+    Totals,
     UsageLedger,
     UsageRecord,
     client_name,
@@ -29,7 +30,7 @@ from claude_code_proxy.ops.ledger import (
     parse_when,
     schema_version,
 )
-from claude_code_proxy.ops.usage_cli import add_parser, run
+from claude_code_proxy.ops.usage_cli import add_parser, format_cost, model_cell, run
 from tests.conftest import make_settings
 from tests.support.server import RunningServer, serve
 
@@ -285,12 +286,54 @@ def test_migration_from_v1_keeps_rows(db: Path) -> None:
     led.record(rec(time.time() + 1, request_id="new", client="openai-python"))
     led.close()
     with sqlite3.connect(db) as conn:
-        assert schema_version(conn) == SCHEMA_VERSION == 2
+        assert schema_version(conn) == SCHEMA_VERSION == 3
         rows = dict(conn.execute("SELECT request_id, client FROM requests").fetchall())
     assert rows == {"old": "unknown", "new": "openai-python"}
     reader = UsageLedger(str(db), 36500, writer=False)
     old = reader.recent(5)[-1]
     assert (old.stream, old.input_tokens, old.output_tokens, old.ttft_ms) == (True, 7, 9, None)
+
+
+def test_migration_from_v2_adds_the_resolved_model(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    with sqlite3.connect(db) as conn:
+        migrate(conn, target=2)
+        conn.execute(
+            "INSERT INTO requests (ts, surface, route, model_requested, model_used, stream, status, error_kind,"
+            " duration_ms, request_id) VALUES (?, 'openai', '/openai/v1/chat/completions', 'gpt-4o', 'sonnet', 0,"
+            " 529, 'overloaded_error', 50.0, 'old')",
+            (time.time(),),
+        )
+    led = UsageLedger(str(db), 36500)
+    led.record(rec(time.time() + 1, request_id="new", model_requested="gpt-4o", model_resolved="sonnet",
+                   model_used="", status=529, error_kind="overloaded_error"))
+    led.close()
+    with sqlite3.connect(db) as conn:
+        assert schema_version(conn) == 3
+    reader = UsageLedger(str(db), 36500, writer=False)
+    new, old = reader.recent(2)
+    assert (new.model_requested, new.model_resolved, new.model_used) == ("gpt-4o", "sonnet", "")
+    assert (old.model_requested, old.model_resolved, old.model_used) == ("gpt-4o", "", "sonnet")
+    # Both failed rows count under the name they resolved to, whichever column holds it.
+    assert [(key, t.requests) for key, t in reader.summary(group_by="model").series] == [("sonnet", 2)]
+
+
+def test_costs_keep_their_digits() -> None:
+    assert [format_cost(v) for v in (None, 0.0, 0.000012, 0.00075, 0.0042, 0.533, 1.25, 1234.5)] == [
+        "-", "$0.00", "$0.000012", "$0.00075", "$0.0042", "$0.5330", "$1.25", "$1,234"]
+    assert Totals(cost_usd=0.000000123).as_json()["cost_usd"] == 1.23e-7
+
+
+def test_a_record_shows_what_was_asked_and_what_it_resolved_to() -> None:
+    def shown(**models: str) -> str:
+        return model_cell({"model_requested": "", "model_resolved": "", "model_used": "", **models})
+
+    assert shown(model_requested="gpt-4o", model_resolved="sonnet", model_used="claude-sonnet-4-5") == (
+        "gpt-4o -> claude-sonnet-4-5")
+    assert shown(model_requested="gpt-4o", model_resolved="sonnet") == "gpt-4o -> sonnet"
+    assert shown(model_requested="sonnet", model_resolved="sonnet") == "sonnet"
+    assert shown(model_requested="gpt-9") == "gpt-9"
+    assert shown() == "-"
 
 
 def test_newer_schema_is_left_alone(db: Path) -> None:
@@ -383,7 +426,7 @@ def test_recent_is_latest_first_and_metadata_only(ledger: UsageLedger) -> None:
     assert set(latest[0].as_json()) == {
         "ts", "surface", "route", "model_requested", "model_used", "stream", "status", "error_kind",
         "duration_ms", "ttft_ms", "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
-        "cost_usd", "client", "request_id",
+        "cost_usd", "client", "request_id", "model_resolved",
     }
 
 

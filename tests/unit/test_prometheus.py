@@ -111,12 +111,15 @@ def test_upstream_errors_by_kind_only_once_the_request_reached_the_cli() -> None
     prom.record(answered(error_kind="rate_limit_error", status=429, usage={}, cost_usd=None))
     prom.record(answered(error_kind="client_disconnected", usage={}, cost_usd=None))
     prom.record(answered(error_kind="overloaded_error", status=529, usage={}, cost_usd=None))
+    # Resolved and handed to the CLI, but no model answered: still the run's failure.
+    prom.record(request(model_requested="gpt-4o", model_resolved="sonnet", error_kind="timeout_error", status=504))
     # A malformed request fails before any model is resolved: the client's fault, not upstream's.
     prom.record(request(error_kind="invalid_request_error", status=400, duration_ms=2.0))
     prom.record(request(model_requested="claude-nope", error_kind="not_found_error", status=404))
     assert value(prom, "claude_proxy_upstream_errors_total", kind="rate_limit_error") == 1
     assert value(prom, "claude_proxy_upstream_errors_total", kind="client_disconnected") == 1
     assert value(prom, "claude_proxy_upstream_errors_total", kind="overloaded_error") == 1
+    assert value(prom, "claude_proxy_upstream_errors_total", kind="timeout_error") == 1
     assert value(prom, "claude_proxy_upstream_errors_total", kind="invalid_request_error") is None
     assert value(prom, "claude_proxy_upstream_errors_total", kind="not_found_error") is None
     # ...but every request is still counted by its status.
