@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,8 @@ from tests.unit.test_docker import COMPOSE, DOCKERFILE, env_of, exec_form, stage
 
 REPO = Path(__file__).resolve().parents[2]
 SIGN_IN_URL = re.compile(r"https://\S+/oauth/authorize\?\S+")
+# `auth login` on pipes: the URL, then the prompt for the code (the flow waits there).
+SIGN_IN_PROMPT = re.compile(SIGN_IN_URL.pattern + r".*Paste code here", re.S)
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\x1b[78=>]")
 CLOSED = "http://127.0.0.1:9"  # discard port: nothing listens, so any outside request fails here
 
@@ -109,6 +111,15 @@ def proxy_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "claude_code_proxy", *args]
 
 
+def eventually(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Wait on a condition (a safety-net deadline, not a margin)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout} s: {what}")
+        time.sleep(0.05)
+
+
 def assert_is_the_bundled_cli(pid: int) -> None:
     """The command exec'd the proxy's CLI: same process, now the bundled binary."""
     bundled = find_cli()
@@ -119,14 +130,13 @@ def assert_is_the_bundled_cli(pid: int) -> None:
 def test_login_starts_the_clis_sign_in_in_the_proxys_config_dir(tmp_path: Path) -> None:
     config = tmp_path / "config"
     env = base_env(tmp_path / "home", CLAUDE_CONFIG_DIR=str(config))
-    with run_until(proxy_command("login"), env, tmp_path, SIGN_IN_URL, terminal=False) as started:
+    # The CLI's own flow: its sign-in page and its code prompt, for a subscription by default.
+    with run_until(proxy_command("login"), env, tmp_path, SIGN_IN_PROMPT, terminal=False) as started:
         assert_is_the_bundled_cli(started.proc.pid)
         assert f"The login is kept in {config}, where the proxy reads it" in started.output
         assert "claude-code-proxy doctor" in started.output
-        # The CLI's own flow: its sign-in page and its code prompt, for a subscription by default.
-        assert "Paste code here" in started.output
         # It keeps its state in the config dir given, and nowhere in HOME.
-        assert (config / ".claude.json").is_file()
+        eventually((config / ".claude.json").is_file, f"the CLI writes {config}/.claude.json")
     assert list((tmp_path / "home").iterdir()) == []
 
 
@@ -146,7 +156,7 @@ def test_setup_token_starts_the_clis_token_flow(tmp_path: Path) -> None:
         assert_is_the_bundled_cli(started.proc.pid)
         assert "long-lived" in started.output  # the CLI's own token screen
         assert "CLAUDE_CODE_OAUTH_TOKEN=<the token>" in started.output
-        assert (config / ".claude.json").is_file()
+        eventually((config / ".claude.json").is_file, f"the CLI writes {config}/.claude.json")
 
 
 @pytest.mark.parametrize("configured", [True, False], ids=["CLAUDE_CONFIG_DIR", "default"])
@@ -214,7 +224,7 @@ def test_docker_compose_run_setup_token(tmp_path: Path) -> None:
     with run_until(argv, env, home, SIGN_IN_URL, terminal=True) as started:
         assert_is_the_bundled_cli(started.proc.pid)  # CLAUDE_PROXY_CLI_PATH="" means the bundled CLI
         assert "(with Docker Compose: in .env)" in started.output
-        assert (config / ".claude.json").is_file()
+        eventually((config / ".claude.json").is_file, f"the CLI writes {config}/.claude.json")
 
 
 def test_a_request_without_login_names_the_command_that_logs_in(
