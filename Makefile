@@ -12,7 +12,7 @@ UV_VERSION   := 0.13.8
 LOCK_FLAGS   := --quiet --universal --python-version 3.11 --generate-hashes \
                 --custom-compile-command 'make lock (make upgrade-lock for newer versions)'
 
-.PHONY: install install-dev run test lint typecheck bench container-smoke lock upgrade-lock clean
+.PHONY: install install-dev run test test-deps lint typecheck bench container-smoke lock upgrade-lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ run: install  ## run the server on 127.0.0.1:8000 (CLAUDE_PROXY_PORT=8001 make r
 
 test: install-dev  ## run the whole test suite
 	$(BIN)/python -m pytest
+
+# What the tests need from the system (Chromium, Codex CLI, PostgreSQL...), in one visible step.
+test: test-deps
+test-deps:  ## install the system tools the tests need (scripts/install-test-deps.sh)
+	scripts/install-test-deps.sh
 
 lint: install-dev  ## lint and type-check
 	$(BIN)/ruff check claude_code_proxy tests bench scripts

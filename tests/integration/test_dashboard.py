@@ -5,7 +5,6 @@ under the test's temp directory)."""
 from __future__ import annotations
 
 import datetime
-import os
 import re
 import shutil
 import subprocess
@@ -39,19 +38,10 @@ CHROMIUM_FLAGS = [
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """Debian's chromium, installed here when missing."""
+    """Chromium, installed by the test setup step (``make test-deps``), never by a test."""
     found = shutil.which("chromium")
     if found is None:
-        for command in (["apt-get", "install", "-y", "chromium"], ["apt-get", "update"],
-                        ["apt-get", "install", "-y", "chromium"]):
-            result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False,
-                                    stdin=subprocess.DEVNULL,
-                                    env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-            found = shutil.which("chromium")
-            if found or (command[1] == "install" and result.returncode == 0):
-                break
-    if found is None:
-        pytest.skip("chromium is not installed and `apt-get install -y chromium` failed")
+        pytest.fail("chromium is not installed: run `make test-deps` (scripts/install-test-deps.sh) first")
     return found
 
 

@@ -17,9 +17,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
-import httpx
 import pytest
+from fastapi.testclient import TestClient
 
+from claude_code_proxy.app import create_app
 from claude_code_proxy.ops.ledger import (
     SCHEMA_VERSION,
     Totals,
@@ -32,7 +33,7 @@ from claude_code_proxy.ops.ledger import (
 )
 from claude_code_proxy.ops.usage_cli import add_parser, format_cost, model_cell, run
 from tests.conftest import make_settings
-from tests.support.server import RunningServer, serve
+from tests.support.procs import wait_until
 
 
 def local(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> float:
@@ -175,11 +176,12 @@ def test_record_never_waits_for_a_locked_database(db: Path) -> None:
     try:
         locker.execute("BEGIN EXCLUSIVE")
         led.record(rec(time.time(), request_id="first"))
-        time.sleep(0.2)  # the writer now waits on the lock with that row
-        started = time.perf_counter()
+        # The writer took that row and now waits on the lock with it.
+        assert wait_until(led._queue.empty)
+        # Never blocked: the lock is held until after these calls, so a record() that waited
+        # for it would never return; a full queue drops instead.
         for i in range(200):
             led.record(rec(time.time(), request_id=f"r{i}"))
-        assert time.perf_counter() - started < 0.5
         assert led.dropped == 200 - 50
     finally:
         locker.execute("ROLLBACK")
@@ -262,10 +264,7 @@ def test_retention_purges_on_start_and_periodically(db: Path) -> None:
 
     # Periodically: two days later, "kept" is 31 days old too.
     now[0] += 2 * day
-    deadline = time.monotonic() + 10
-    while [r.request_id for r in second.recent(10)] != ["today"]:
-        assert time.monotonic() < deadline, "the periodic purge did not run"
-        time.sleep(0.02)
+    assert wait_until(lambda: [r.request_id for r in second.recent(10)] == ["today"]), "the periodic purge did not run"
     second.close()
 
 
@@ -433,25 +432,25 @@ def test_recent_is_latest_first_and_metadata_only(ledger: UsageLedger) -> None:
 # --- GET /usage through a real server --------------------------------------------------------------
 
 
-def with_usage_routes(running: RunningServer, led: UsageLedger) -> None:
-    app: Any = running.app
+def with_usage_routes(client: TestClient, led: UsageLedger) -> None:
+    app: Any = client.app
     app.state.ledger = led
 
 
 @pytest.fixture(scope="module")
-def usage_server() -> Iterator[RunningServer]:
-    with serve(make_settings(usage_db="")) as running:
-        yield running
+def usage_server() -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings(usage_db="")), base_url="http://127.0.0.1") as client:
+        yield client
 
 
 @pytest.fixture()
-def loaded(usage_server: RunningServer, ledger: UsageLedger) -> RunningServer:
+def loaded(usage_server: TestClient, ledger: UsageLedger) -> TestClient:
     with_usage_routes(usage_server, load(ledger))
     return usage_server
 
 
-def test_usage_endpoint_totals_and_series(loaded: RunningServer) -> None:
-    body = httpx.get(f"{loaded.url}/usage", params={"recent": 2}).json()
+def test_usage_endpoint_totals_and_series(loaded: TestClient) -> None:
+    body = loaded.get("/usage", params={"recent": 2}).json()
     assert body["group_by"] == "day"
     assert body["totals"] == ALL
     assert [(row["key"], row["requests"], row["cost_usd"]) for row in body["series"]] == [
@@ -472,16 +471,16 @@ def test_usage_endpoint_totals_and_series(loaded: RunningServer) -> None:
     ({"since": "2025-03-10T10:00:00", "until": "2025-03-11T14:41:00"}, 3, 1050),
     ({"since": "2025-04-01"}, 0, 0),
 ])
-def test_usage_endpoint_windows(loaded: RunningServer, params: dict[str, str], requests: int,
+def test_usage_endpoint_windows(loaded: TestClient, params: dict[str, str], requests: int,
                                 input_tokens: int) -> None:
-    response = httpx.get(f"{loaded.url}/usage", params={**params, "group_by": "surface"})
+    response = loaded.get("/usage", params={**params, "group_by": "surface"})
     assert response.status_code == 200, response.text
     totals = response.json()["totals"]
     assert (totals["requests"], totals["input_tokens"]) == (requests, input_tokens)
 
 
-def test_usage_endpoint_group_by_model(loaded: RunningServer) -> None:
-    series = httpx.get(f"{loaded.url}/usage", params={"group_by": "model"}).json()["series"]
+def test_usage_endpoint_group_by_model(loaded: TestClient) -> None:
+    series = loaded.get("/usage", params={"group_by": "model"}).json()["series"]
     # Most used first.
     assert [(row["key"], row["requests"]) for row in series] == [
         ("claude-sonnet-4-5", 4), ("claude-haiku-4-5", 3), ("claude-opus-5-5", 1), ("gpt-4o", 1),
@@ -496,8 +495,8 @@ def test_usage_endpoint_group_by_model(loaded: RunningServer) -> None:
     ({"recent": "-1"}, "recent"),
     ({"recent": "many"}, "recent"),
 ])
-def test_usage_endpoint_rejects_bad_params(loaded: RunningServer, params: dict[str, str], param: str) -> None:
-    response = httpx.get(f"{loaded.url}/usage", params=params)
+def test_usage_endpoint_rejects_bad_params(loaded: TestClient, params: dict[str, str], param: str) -> None:
+    response = loaded.get("/usage", params=params)
     assert response.status_code == 400
     body = response.json()
     assert body["type"] == "error"
@@ -505,28 +504,28 @@ def test_usage_endpoint_rejects_bad_params(loaded: RunningServer, params: dict[s
     assert param in body["error"]["message"]
 
 
-def test_usage_endpoint_with_ledger_disabled(usage_server: RunningServer) -> None:
+def test_usage_endpoint_with_ledger_disabled(usage_server: TestClient) -> None:
     with_usage_routes(usage_server, UsageLedger("", 90))
-    body = httpx.get(f"{usage_server.url}/usage", params={"group_by": "model"}).json()
+    body = usage_server.get("/usage", params={"group_by": "model"}).json()
     assert body["totals"]["requests"] == 0
     assert body["series"] == [] and body["recent"] == []
     assert body["ledger"]["enabled"] is False
 
 
-def test_dashboard_assets_are_served_with_a_strict_policy(loaded: RunningServer) -> None:
-    page = httpx.get(f"{loaded.url}/dashboard")
+def test_dashboard_assets_are_served_with_a_strict_policy(loaded: TestClient) -> None:
+    page = loaded.get("/dashboard")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert '<script src="/dashboard/dashboard.js"' in page.text
     assert "http://" not in page.text and "https://" not in page.text  # nothing from another origin
-    script = httpx.get(f"{loaded.url}/dashboard/dashboard.js")
+    script = loaded.get("/dashboard/dashboard.js")
     assert script.headers["content-type"].startswith("text/javascript")
     assert "sessionStorage" in script.text and "localStorage" not in script.text
     assert "innerHTML" not in script.text
-    assert httpx.get(f"{loaded.url}/dashboard/dashboard.css").status_code == 200
-    assert httpx.get(f"{loaded.url}/dashboard/secrets.txt").status_code == 404
-    assert httpx.get(f"{loaded.url}/dashboard/dashboard.html").status_code == 404
+    assert loaded.get("/dashboard/dashboard.css").status_code == 200
+    assert loaded.get("/dashboard/secrets.txt").status_code == 404
+    assert loaded.get("/dashboard/dashboard.html").status_code == 404
 
 
 # --- the CLI -----------------------------------------------------------------------------------------
@@ -540,11 +539,11 @@ def cli(*argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def test_cli_json_matches_the_endpoint(db: Path, loaded: RunningServer) -> None:
+def test_cli_json_matches_the_endpoint(db: Path, loaded: TestClient) -> None:
     code, out, _ = cli("--db", str(db), "--since", "2025-03-01", "--group-by", "model", "--json")
     assert code == 0
     body = json.loads(out)
-    api = httpx.get(f"{loaded.url}/usage", params={"since": "2025-03-01", "group_by": "model", "recent": 0}).json()
+    api = loaded.get("/usage", params={"since": "2025-03-01", "group_by": "model", "recent": 0}).json()
     assert body["totals"] == api["totals"] == ALL
     assert body["series"] == api["series"]
 
