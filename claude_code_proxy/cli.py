@@ -86,7 +86,9 @@ def serve(host: str | None, port: int | None, reload: bool) -> int:
         )
         return 0
     from claude_code_proxy.app import create_app
+    from claude_code_proxy.web.server import tune_allocator
 
+    tune_allocator()
     app = create_app(settings)
     config = uvicorn.Config(
         app,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -29,6 +30,7 @@ from claude_agent_sdk import (
     ClaudeSDKClient,
     ClaudeSDKError,
     CLIConnectionError,
+    CLIJSONDecodeError,
     CLINotFoundError,
     RateLimitEvent,
     ResultMessage,
@@ -40,6 +42,7 @@ from claude_code_proxy.backend.admission import Admission, Ticket
 from claude_code_proxy.backend.base import BackendObserver, BackendStats, CliStatus, NullObserver
 from claude_code_proxy.backend.deadlines import Deadlines, Drain
 from claude_code_proxy.backend.options import (
+    MAX_CLI_MESSAGE_BYTES,
     NOT_FOUND_HELP,
     allowed_tools,
     build_options,
@@ -55,7 +58,7 @@ from claude_code_proxy.backend.warm_pool import WarmPool
 from claude_code_proxy.chat.answer import BackendItem, Completion
 from claude_code_proxy.chat.request import ChatRequest
 from claude_code_proxy.config.settings import Settings
-from claude_code_proxy.exceptions import ClaudeProxyError, IsolationError, ServiceUnavailableError
+from claude_code_proxy.exceptions import ClaudeProxyError, IsolationError, ServiceUnavailableError, UpstreamError
 
 log = structlog.get_logger(__name__)
 RESULT_WAIT_S = 2.0
@@ -189,6 +192,15 @@ class ClaudeClient:
         except CLINotFoundError:
             failed = True
             raise ServiceUnavailableError(NOT_FOUND_HELP) from None
+        except CLIJSONDecodeError as error:
+            failed = True
+            if isinstance(error.original_error, json.JSONDecodeError):  # a corrupt line, not a big one
+                raise ClaudeProxyError("The Claude Code CLI exited before it finished answering.") from None
+            # One content block (the CLI relays each whole) beyond the SDK's message limit.
+            raise UpstreamError(
+                f"The answer has a block larger than {MAX_CLI_MESSAGE_BYTES >> 20} MiB, "
+                "more than the proxy accepts from the CLI."
+            ) from None
         except (CLIConnectionError, ClaudeSDKError):
             failed = True
             raise ClaudeProxyError("The Claude Code CLI exited before it finished answering.") from None

@@ -60,6 +60,12 @@ FIXED_ENV = {
     "CLAUDE_CODE_DISABLE_BACKGROUND_TASKS": "1",
 }
 
+MAX_CLI_MESSAGE_BYTES = 64 * 1024 * 1024
+"""The largest single message the CLI may write to the proxy.  The CLI relays a whole
+content block in one message once the block ends (and a single upstream delta in one
+event), so this bounds the size of one answer block: the SDK's default of 1 MiB cut
+answers of a few hundred thousand words off at their very end."""
+
 NOT_FOUND_HELP = (
     "The Claude Code CLI was not found. Reinstall claude-code-proxy (its SDK bundles the CLI) "
     "or set CLAUDE_PROXY_CLI_PATH to a `claude` executable."
@@ -206,4 +212,5 @@ def build_options(settings: Settings, cli_path: str | None, request: ChatRequest
         extra_args={"no-session-persistence": None, "restricted": None},
         # Piped, never printed: the CLI's stderr can hold paths, tokens or prompt text.
         stderr=_drop_stderr,
+        max_buffer_size=MAX_CLI_MESSAGE_BYTES,
     )

@@ -93,6 +93,14 @@ class BlockMap:
         return block
 
 
+_DELTAS = {  # delta type -> (the block field it extends, the delta's key)
+    "text_delta": ("text", "text"),
+    "thinking_delta": ("thinking", "thinking"),
+    "signature_delta": ("signature", "signature"),
+    "input_json_delta": ("json", "partial_json"),
+}
+
+
 class AnswerAccumulator:
     """Builds the whole ``Answer`` from a run's events."""
 
@@ -100,7 +108,9 @@ class AnswerAccumulator:
         self.blocks = BlockMap(tool_names)
         self.message: dict[str, Any] = {}
         self.content: list[dict[str, Any]] = []
-        self._json: dict[int, str] = {}
+        # Deltas are gathered as pieces and joined once: appending to a growing string
+        # copies it every time, and a long answer has hundreds of thousands of deltas.
+        self._pieces: dict[tuple[int, str], list[str]] = {}
         self._partial: dict[str, str] = {}
 
     def feed(self, event: dict[str, Any]) -> None:
@@ -108,29 +118,33 @@ class AnswerAccumulator:
         if kind == "message_start":
             self.message = dict(event["message"])
         elif kind == "content_block_start":
-            index = self.blocks.start(event["index"])
+            self.blocks.start(event["index"])
             self.content.append(dict(self.blocks.block(event["content_block"])))
-            self._json[index] = ""
         elif kind == "content_block_delta":
             found = self.blocks.get(event["index"])
             if found is None:
                 return
-            block, delta = self.content[found], event["delta"]
+            delta = event["delta"]
             dtype = delta.get("type")
-            if dtype == "text_delta":
-                block["text"] = block.get("text", "") + delta["text"]
-            elif dtype == "thinking_delta":
-                block["thinking"] = block.get("thinking", "") + delta["thinking"]
-            elif dtype == "signature_delta":
-                block["signature"] = block.get("signature", "") + delta["signature"]
-            elif dtype == "input_json_delta":
-                self._json[found] += delta["partial_json"]
+            if dtype in _DELTAS:
+                name, key = _DELTAS[dtype]
+                self._pieces.setdefault((found, name), []).append(delta[key])
             elif dtype == "citations_delta":
-                block.setdefault("citations", []).append(delta["citation"])
+                self.content[found].setdefault("citations", []).append(delta["citation"])
         elif kind == "content_block_stop":
             stopped = self.blocks.get(event["index"])
-            if stopped is not None and self.content[stopped].get("type") == "tool_use":
-                self._close_tool_use(self.content[stopped], self._json.get(stopped) or "")
+            if stopped is not None:
+                self._join(stopped)
+                if self.content[stopped].get("type") == "tool_use":
+                    self._close_tool_use(self.content[stopped], "".join(self._pieces.pop((stopped, "json"), [])))
+
+    def _join(self, index: int) -> None:
+        """A block's text pieces joined into its fields, once (at its stop, or the answer's end)."""
+        block = self.content[index]
+        for name in ("text", "thinking", "signature"):
+            pieces = self._pieces.pop((index, name), None)
+            if pieces is not None:
+                block[name] = block.get(name, "") + "".join(pieces)
 
     def _close_tool_use(self, block: dict[str, Any], raw: str) -> None:
         try:
@@ -142,6 +156,8 @@ class AnswerAccumulator:
             self._partial[str(block.get("id", ""))] = raw
 
     def finish(self, completion: Completion) -> Answer:
+        for index in range(len(self.content)):
+            self._join(index)  # blocks the answer ended without stopping
         return Answer(
             id=self.message.get("id") or "msg_proxy",
             model=self.message.get("model") or completion.model or "",

@@ -14,6 +14,9 @@ directives found in the text of the last user turn, so a test can script the mod
     [[hang]]              accept the request, then never answer
     [[drop]]              send a few deltas, then cut the connection
     [[long:N]]            N tokens of text, cut at max_tokens
+    [[big:N]]             N characters of text (``big_text(N)``) in one delta
+    [[big:N:K]]           the same N characters spread over K deltas
+    [[garbage]]           a 200 event stream that is not SSE at all
     [[stop:WORD]]         the text contains WORD; honour stop_sequences
     [[cache:N]]           report N cache-read input tokens
     [[agent:NAME:N]]      (in the first user turn) an agent loop: call tool NAME with
@@ -145,6 +148,24 @@ class FakeUpstream:
         return calls[-1].body
 
 
+def big_text(size: int) -> str:
+    """``size`` characters of deterministic text: numbered words, so a test sees any loss."""
+    words: list[str] = []
+    total = 0
+    n = 0
+    while total < size:
+        word = f"w{n} "
+        words.append(word)
+        total += len(word)
+        n += 1
+    return "".join(words)[:size]
+
+
+def _split(text: str, parts: int) -> list[str]:
+    step = -(-len(text) // max(1, parts))
+    return [text[i:i + step] for i in range(0, len(text), step)] or [text]
+
+
 def last_user_text(body: dict[str, Any]) -> str:
     """The text the client wrote in the final user turn (system reminders removed)."""
     for message in reversed(body.get("messages", [])):
@@ -264,6 +285,15 @@ class _Handler(BaseHTTPRequestHandler):
         if "hang" in names:
             self.owner._stop.wait(120)
             return
+        if "garbage" in names:
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            self.wfile.write(b"<html>this is not an event stream</html>\n\n\x00\xff{]\n\n")
+            self.wfile.flush()
+            return
 
         text = DEFAULT_TEXT
         if "echo" in names:
@@ -275,6 +305,9 @@ class _Handler(BaseHTTPRequestHandler):
         pieces = _tokens(text)
         if "long" in names:
             pieces = [f"w{i} " for i in range(int(args["long"] or 100))]
+        if "big" in names:
+            size, _, parts = args["big"].partition(":")
+            pieces = _split(big_text(int(size)), int(parts or 1))
         if "stop" in names:
             word = args["stop"]
             pieces = _tokens(f"Before the word {word} and after it.")
