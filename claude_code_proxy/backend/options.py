@@ -150,6 +150,16 @@ async def _defer_tool_call(input_data: HookInput, tool_use_id: str | None, conte
     return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "defer"}}
 
 
+def _extra_body_settings(workdir: Path, extra_body: dict[str, Any]) -> str:
+    """A settings file whose ``env`` block carries the fields the CLI merges into the upstream
+    body.  One environment variable is limited to 128 KiB (E2BIG at spawn), and stop
+    sequences or tool_choice can be larger; the CLI reads a settings file given with
+    ``--settings`` even with every other settings source off."""
+    path = workdir / "settings.json"
+    path.write_text(json.dumps({"env": {"CLAUDE_CODE_EXTRA_BODY": json.dumps(extra_body)}}), encoding="utf-8")
+    return str(path)
+
+
 def _drop_stderr(line: str) -> None:
     log.debug("cli.stderr", chars=len(line))
 
@@ -166,8 +176,7 @@ def build_options(settings: Settings, cli_path: str | None, request: ChatRequest
     if request.tools and request.tool_choice:
         # The SDK has no tool_choice option; the CLI merges this into the upstream body.
         extra_body["tool_choice"] = upstream_tool_choice(request)
-    if extra_body:
-        env["CLAUDE_CODE_EXTRA_BODY"] = json.dumps(extra_body)
+    settings_file = _extra_body_settings(workdir, extra_body) if extra_body else None
     thinking: Any = {"type": "disabled"}
     if request.thinking is None:
         env["CLAUDE_CODE_DISABLE_THINKING"] = "1"
@@ -209,6 +218,7 @@ def build_options(settings: Settings, cli_path: str | None, request: ChatRequest
         thinking=thinking,
         cwd=str(workdir / "cwd"),
         env=env,
+        settings=settings_file,
         extra_args={"no-session-persistence": None, "restricted": None},
         # Piped, never printed: the CLI's stderr can hold paths, tokens or prompt text.
         stderr=_drop_stderr,

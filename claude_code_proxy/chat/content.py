@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import json
 import re
 import socket
 from typing import Any
@@ -20,6 +21,8 @@ from claude_code_proxy.exceptions import InvalidRequestError
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 _TOOL_ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
+CLI_ARGUMENT_BYTES = 128 * 1024 - 1
+"""The longest single command-line argument Linux accepts (MAX_ARG_STRLEN, less its NUL)."""
 
 
 def sanitize_tool_id(tool_id: str) -> str:
@@ -142,6 +145,18 @@ def check_strings(value: Any, param: str) -> None:
     elif isinstance(value, list):
         for item in value:
             check_strings(item, param)
+
+
+def check_output_schema(schema: dict[str, Any], param: str) -> None:
+    """A structured-output schema reaches the CLI as one command-line argument (there is no
+    other way in): refuse one too long for the operating system before anything starts."""
+    size = len(json.dumps(schema))  # exactly as the SDK writes it
+    if size > CLI_ARGUMENT_BYTES:
+        raise InvalidRequestError(
+            f"The JSON schema is {size} bytes as JSON; at most {CLI_ARGUMENT_BYTES} bytes can be passed "
+            "to the Claude Code CLI (one command-line argument).",
+            param=param,
+        )
 
 
 def clean_stop_sequences(stops: list[str] | None) -> list[str]:

@@ -3,6 +3,7 @@ working directory, recorded by a wrapper in front of the real bundled CLI."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -118,3 +119,27 @@ def test_request_fields_and_headers_cannot_change_the_cli(
     assert post(recorded_server, hostile, headers).status_code == 200
     assert normalized(only_spawn(recorder)) == baseline
     assert upstream.last_body["tools"] == []
+
+
+def test_the_only_settings_file_is_the_proxys_own_with_the_extra_body(
+    recorded_server: RunningServer, recorder: RecordingCli, upstream: FakeUpstream
+) -> None:
+    """Stop sequences and tool_choice travel in a settings file the proxy writes in the
+    request's private directory (an environment variable would be limited to 128 KiB): it
+    holds that one variable and nothing that could configure the CLI otherwise."""
+    recorder.clear()
+    body = {"model": "sonnet", "max_tokens": 20, "stop_sequences": ["END"],
+            "tools": [{"name": "lookup", "input_schema": {"type": "object", "properties": {}}}],
+            "tool_choice": {"type": "auto"}, "messages": [{"role": "user", "content": "hi"}]}
+    assert post(recorded_server, body).status_code == 200
+    spawn = only_spawn(recorder)
+    path = spawn.argv[spawn.argv.index("--settings") + 1]
+    assert Path(path).parent.name.startswith("claude-proxy-")
+    assert spawn.settings is not None
+    settings = json.loads(spawn.settings)
+    assert list(settings) == ["env"] and list(settings["env"]) == ["CLAUDE_CODE_EXTRA_BODY"]
+    assert json.loads(settings["env"]["CLAUDE_CODE_EXTRA_BODY"]) == {
+        "stop_sequences": ["END"], "tool_choice": {"type": "auto"}}
+    assert "CLAUDE_CODE_EXTRA_BODY" not in {k for k, v in spawn.env.items() if v}
+    assert upstream.last_body["stop_sequences"] == ["END"]
+    assert upstream.last_body["tool_choice"] == {"type": "auto"}

@@ -18,6 +18,8 @@ class Spawn:
     argv: list[str]
     env: dict[str, str]
     cwd: str
+    settings: str | None = None
+    """The text of the file given with ``--settings`` (copied at spawn: it is removed after)."""
 
 
 @dataclass
@@ -33,9 +35,11 @@ class RecordingCli:
             env_raw = argv_file.with_suffix(".env").read_bytes().split(b"\0")
             env = dict(item.decode().split("=", 1) for item in env_raw if b"=" in item)
             cwd = argv_file.with_suffix(".cwd").read_text().strip()
+            settings_file = argv_file.with_suffix(".settings")
+            settings = settings_file.read_text() if settings_file.exists() else None
             decoded = [a.decode() for a in argv]
             if "--output-format" in decoded:
-                out.append(Spawn(decoded, env, cwd))
+                out.append(Spawn(decoded, env, cwd, settings))
         return out
 
     def clear(self) -> None:
@@ -56,6 +60,9 @@ def make_recording_cli(directory: Path) -> RecordingCli:
         f'printf "%s\\0" "$@" > {rec}/$n.argv.tmp\n'
         f"env -0 > {rec}/$n.env\n"
         f"pwd > {rec}/$n.cwd\n"
+        'prev=""; for a in "$@"; do\n'
+        f'  if [ "$prev" = --settings ]; then cp "$a" {rec}/$n.settings; fi; prev="$a"\n'
+        "done\n"
         f"mv {rec}/$n.argv.tmp {rec}/$n.argv\n"
         f'exec {shlex.quote(real)} "$@"\n'
     )

@@ -28,6 +28,7 @@ from claude_code_proxy.catalog import ModelEntry
 from claude_code_proxy.chat.answer import Answer
 from claude_code_proxy.chat.content import (
     check_base64_image,
+    check_output_schema,
     check_strings,
     check_text,
     clean_stop_sequences,
@@ -136,6 +137,7 @@ def max_tokens_and_thinking(body: Generation, default_max_tokens: int) -> tuple[
 def output_schema(format_: Format | None) -> dict[str, Any] | None:
     """``"json"`` -> any object; a schema -> itself; ``""`` or none -> free text."""
     if isinstance(format_, dict):
+        check_output_schema(format_, "format")
         return format_
     return {"type": "object"} if format_ == "json" else None
 

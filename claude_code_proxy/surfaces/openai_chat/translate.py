@@ -21,6 +21,7 @@ from typing import Any
 
 from claude_code_proxy.chat.answer import Answer
 from claude_code_proxy.chat.content import (
+    check_output_schema,
     check_strings,
     check_text,
     clean_stop_sequences,
@@ -212,7 +213,9 @@ def output_schema(request: ChatCompletionRequest) -> dict[str, Any] | None:
         return None
     if response_format.type == "json_object":
         return {"type": "object"}
-    return response_format.json_schema.schema_ or {"type": "object"}
+    schema = response_format.json_schema.schema_ or {"type": "object"}
+    check_output_schema(schema, "response_format.json_schema.schema")
+    return schema
 
 
 def _forces_tool(tool_choice: dict[str, Any] | None) -> bool:

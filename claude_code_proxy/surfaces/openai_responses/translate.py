@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from claude_code_proxy.chat.content import (
+    check_output_schema,
     check_strings,
     check_text,
     clean_stop_sequences,
@@ -304,6 +305,7 @@ def output_schema(request: ResponsesRequest) -> dict[str, Any] | None:
     if fmt.type == "json_object":
         return {"type": "object"}
     assert isinstance(fmt, FormatJSONSchema)
+    check_output_schema(fmt.schema_, "text.format.schema")
     return fmt.schema_
 
 

@@ -1,0 +1,93 @@
+"""Hard edges (issue 13) through the real CLI and the fake upstream: big request fields that
+ride to the CLI, upstream faults named right, unbounded labels, tool definitions Anthropic
+would refuse, and what ``/health`` shows without a key.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.server import RunningServer
+
+ANTHROPIC = "/v1/messages"
+OPENAI = "/openai/v1/chat/completions"
+SURFACES = [ANTHROPIC, OPENAI]
+
+
+def body_for(path: str, text: str = "hi", **extra: Any) -> dict[str, Any]:
+    model = "sonnet" if path == ANTHROPIC else "gpt-4o"
+    return {"model": model, "max_tokens": 200, "messages": [{"role": "user", "content": text}], **extra}
+
+
+def post(server: RunningServer, path: str, body: Any, **kwargs: Any) -> httpx.Response:
+    return httpx.post(f"{server.url}{path}", json=body, timeout=120, **kwargs)
+
+
+def error_of(path: str, response: httpx.Response) -> dict[str, Any]:
+    payload = response.json()
+    if path == OPENAI:
+        assert set(payload) == {"error"}, payload
+    else:
+        assert payload["type"] == "error", payload
+    return dict(payload["error"])
+
+
+def spawned(server: RunningServer) -> int:
+    return int(server.app.state.backend.spawned)  # type: ignore[attr-defined]
+
+
+# -- item 2: request fields too big for one environment variable -----------------------------
+
+def stops_field(path: str, stops: list[str]) -> dict[str, Any]:
+    return {"stop_sequences": stops} if path == ANTHROPIC else {"stop": stops}
+
+
+@pytest.mark.parametrize("path", SURFACES)
+@pytest.mark.parametrize("shape", ["one 140,000-character stop", "3,000 stops of 50 characters"])
+def test_big_stop_sequences_reach_upstream_and_still_stop(
+    server: RunningServer, upstream: FakeUpstream, path: str, shape: str
+) -> None:
+    if shape.startswith("one"):
+        stops = ["s" * 140_000, "HALT"]
+    else:
+        stops = [f"{i:04d}" + "s" * 46 for i in range(3_000)] + ["HALT"]
+    response = post(server, path, body_for(path, "[[stop:HALT]]", **stops_field(path, stops)))
+    assert response.status_code == 200, response.text[:300]
+    assert upstream.last_body["stop_sequences"] == stops
+    if path == ANTHROPIC:
+        assert response.json()["stop_reason"] == "stop_sequence"
+        assert response.json()["stop_sequence"] == "HALT"
+    else:
+        assert response.json()["choices"][0]["finish_reason"] == "stop"
+        assert "HALT" not in response.json()["choices"][0]["message"]["content"]
+
+
+def test_an_output_schema_too_long_for_the_cli_is_a_400_naming_the_limit(
+    server: RunningServer, upstream: FakeUpstream
+) -> None:
+    def schema(fields: int) -> dict[str, Any]:
+        return {"type": "object", "properties": {f"f{i:05d}": {"type": "string", "description": "d" * 40}
+                                                 for i in range(fields)}}
+
+    def request(fields: int) -> dict[str, Any]:
+        return body_for(OPENAI, response_format={"type": "json_schema",
+                                                 "json_schema": {"name": "s", "schema": schema(fields)}})
+
+    before = spawned(server)
+    refused = post(server, OPENAI, request(3_000))
+    assert refused.status_code == 400
+    error = error_of(OPENAI, refused)
+    assert error["param"] == "response_format.json_schema.schema"
+    assert "131071 bytes" in error["message"]
+    assert spawned(server) == before and not upstream.messages_calls
+
+    # Just under the limit, it reaches the CLI and the model.
+    fields = 1_400
+    assert 120_000 < len(json.dumps(schema(fields))) < 131_071
+    assert post(server, OPENAI, request(fields)).status_code == 200
+    assert len(upstream.messages_calls) == 1
