@@ -16,13 +16,15 @@
     ├── UpstreamError                     502 api_error (upstream 5xx)
     ├── OverloadedError                   529 overloaded_error (503 on the OpenAI surface)
     ├── ServiceUnavailableError           503 service_unavailable (CLI missing, queue full...)
-    │   └── NotLoggedInError              503 with how to log in
+    │   ├── NotLoggedInError              503 with how to log in
+    │   └── UpstreamUnreachableError      503 (the upstream API could not be reached)
     ├── GatewayTimeoutError               504 timeout_error
     └── HTTPStatusError                   any other status the web framework raises
 
 Each class names its HTTP status and its Anthropic error type; each surface's ``errors``
-module renders them in its API's shape.  Messages are written for the user and never carry paths,
-stack traces or CLI stderr.
+module renders them in its API's shape.  ``retryable`` says whether a client should try
+again (``x-should-retry``): only when the error says when, or the upstream is overloaded.
+Messages are written for the user and never carry paths, stack traces or CLI stderr.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ class ClaudeProxyError(Exception):
         self.message = message
         self.param = param
         self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.retry_after is not None
 
 
 class IsolationError(ClaudeProxyError):
@@ -124,6 +130,10 @@ class OverloadedError(ClaudeProxyError):
     error_type = "overloaded_error"
     openai_type = "overloaded_error"
 
+    @property
+    def retryable(self) -> bool:
+        return True  # the one upstream fault that waiting cures
+
 
 class ServiceUnavailableError(ClaudeProxyError):
     status_code = 503
@@ -133,6 +143,10 @@ class ServiceUnavailableError(ClaudeProxyError):
 
 class NotLoggedInError(ServiceUnavailableError):
     openai_code = "not_logged_in"
+
+
+class UpstreamUnreachableError(ServiceUnavailableError):
+    openai_code = "upstream_unreachable"
 
 
 class GatewayTimeoutError(ClaudeProxyError):

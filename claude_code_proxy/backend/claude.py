@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -49,6 +50,7 @@ from claude_code_proxy.backend.options import (
     cli_usable,
     spawn_key,
     upstream_history,
+    upstream_host,
 )
 from claude_code_proxy.backend.probe import probe_cli
 from claude_code_proxy.backend.process import AFTER_RESPONSE_S, Prepared, Processes
@@ -157,7 +159,8 @@ class ClaudeClient:
             (self.observer.warm_hit if prepared is not None else self.observer.warm_miss)(request.model)
         if prepared is None:
             self.pool.make_room()
-        state = RunState(allowed_tools=allowed_tools(request), structured=request.output_schema is not None)
+        state = RunState(allowed_tools=allowed_tools(request), structured=request.output_schema is not None,
+                         upstream_host=upstream_host(os.environ))
         completion: Completion | None = None
         failed = False
         final = _user(request.messages[-1], should_query=True)

@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from claude_agent_sdk import (
@@ -79,6 +80,13 @@ LOGIN_HELP = (
 def cli_usable(path: str | None) -> bool:
     """An executable file (a directory passes the X_OK test too)."""
     return path is not None and os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def upstream_host(environ: dict[str, str] | os._Environ[str]) -> str:
+    """The host (and port) the CLI sends its requests to, without any credentials in the URL."""
+    parts = urlsplit(environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com")
+    host = parts.hostname or "api.anthropic.com"
+    return f"{host}:{parts.port}" if parts.port else host
 
 
 def child_env(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:

@@ -9,6 +9,7 @@ into the proxy's error hierarchy here and in backend/claude.py only.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from claude_code_proxy.exceptions import (
     PermissionDeniedError,
     RateLimitError,
     UpstreamError,
+    UpstreamUnreachableError,
 )
 
 log = structlog.get_logger(__name__)
@@ -61,6 +63,8 @@ class RunState:
     result_follows: bool = False
     result_cost: float | None = None
     """The cumulative cost figure of a result that ended the run early (an error)."""
+    upstream_host: str = "api.anthropic.com"
+    """Where the CLI sends its requests: named in errors that are the upstream's fault."""
 
     def feed(self, message: Any) -> list[BackendItem]:
         if isinstance(message, StreamEvent):
@@ -157,12 +161,12 @@ class RunState:
             return RateLimitError("Rate limited by the upstream API; retry later.", retry_after=retry_after)
         if status == 529 or "overloaded" in text.lower():
             return OverloadedError("The upstream API is overloaded; retry in a moment.")
+        if status == 403:  # before 401: the CLI calls a 403 "authentication_failed" too
+            return PermissionDeniedError(f"The upstream API refused this request (403): {_upstream_detail(text)}")
         if status == 401 or self.error_kind == "authentication_failed":
             return AuthenticationError(
                 "Claude rejected the Claude Code CLI's credentials. " + LOGIN_HELP.split(". ", 1)[1]
             )
-        if status == 403:
-            return PermissionDeniedError("The upstream API refused this request for these credentials.")
         if status == 404:
             return NotFoundError("The upstream API does not know this model.", param="model")
         if status in (400, 413, 422) or self.error_kind == "invalid_request":
@@ -172,7 +176,38 @@ class RunState:
             return UpstreamError(f"The upstream API failed ({status}).")
         if "not logged in" in text.lower() or "/login" in text:
             return NotLoggedInError(LOGIN_HELP)
+        if status is None and text.startswith("API Error"):
+            return _transport_error(text, self.upstream_host)
         return ClaudeProxyError("The Claude Code CLI failed to answer.")
+
+
+def _upstream_detail(text: str) -> str:
+    """The upstream's own message from the CLI's "... API Error: 403 <message>" text."""
+    detail = text.split("API Error:", 1)[-1].strip()
+    return re.sub(r"^\d{3}\s+", "", detail)[:500] or "no reason given"
+
+
+# What the CLI's "API Error: ..." text says when no HTTP answer came at all.
+_CONNECTION_FAULTS = (
+    ("ECONNREFUSED", "the connection was refused"),
+    ("ENOTFOUND", "its host name does not resolve"),
+    ("EAI_AGAIN", "its host name does not resolve"),
+    ("ETIMEDOUT", "the connection timed out"),
+    ("ECONNRESET", "the connection was reset"),
+    ("EHOSTUNREACH", "the host is unreachable"),
+    ("ENETUNREACH", "the network is unreachable"),
+    ("CERT_", "its TLS certificate was not accepted"),
+    ("certificate", "its TLS certificate was not accepted"),
+    ("Connection error", "the connection failed"),
+)
+
+
+def _transport_error(text: str, host: str) -> ClaudeProxyError:
+    """An upstream fault below HTTP: no connection, or an answer that is not an event stream."""
+    for marker, reason in _CONNECTION_FAULTS:
+        if marker.lower() in text.lower():
+            return UpstreamUnreachableError(f"The upstream API at {host} could not be reached: {reason}.")
+    return UpstreamError(f"The upstream API at {host} sent an empty or malformed response.")
 
 
 def rate_limit_summary(event: Any) -> dict[str, Any]:

@@ -39,9 +39,10 @@ def error_response(registry: Registry, path: str, error: ClaudeProxyError, reque
     if isinstance(error, AuthenticationError):
         headers["www-authenticate"] = "Bearer"
     if error.status_code >= 500:
-        # Our 5xx answers are final: a client retry would only repeat the same failure
-        # (the CLI already made its own retries upstream).
-        headers["x-should-retry"] = "false"
+        # Most 5xx answers are final: a client retry would only repeat the same failure (the
+        # CLI already made its own retries upstream).  An overloaded upstream, or a full
+        # queue that says when to come back, is worth another try.
+        headers["x-should-retry"] = "true" if error.retryable else "false"
     status, body = registry.error_body(path, error, request_id)
     return JSONResponse(body, status_code=status, headers=headers)
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import anthropic
 import httpx
+import openai
 import pytest
 
-from tests.support.fake_upstream import FakeUpstream
+from tests.support.fake_upstream import FakeUpstream, refusing_url
 from tests.support.server import RunningServer
 
 ANTHROPIC = "/v1/messages"
@@ -91,3 +93,68 @@ def test_an_output_schema_too_long_for_the_cli_is_a_400_naming_the_limit(
     assert 120_000 < len(json.dumps(schema(fields))) < 131_071
     assert post(server, OPENAI, request(fields)).status_code == 200
     assert len(upstream.messages_calls) == 1
+
+
+# -- item 3: upstream faults named for what they are ------------------------------------------
+
+@pytest.mark.parametrize("path", SURFACES)
+def test_an_unreachable_upstream_is_a_503_naming_it(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    url = refusing_url()
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", url)  # the next CLI inherits it
+    for stream in (False, True):
+        response = post(server, path, body_for(path, stream=stream))
+        assert response.status_code == 503, response.text
+        error = error_of(path, response)
+        assert url.removeprefix("http://") in error["message"] and "refused" in error["message"]
+        assert "CLI" not in error["message"]
+        if path == OPENAI:
+            assert error["code"] == "upstream_unreachable"
+        assert response.headers["x-should-retry"] == "false"
+
+
+@pytest.mark.parametrize("path", SURFACES)
+def test_a_garbage_stream_is_a_502_naming_the_upstream(
+    server: RunningServer, upstream: FakeUpstream, path: str
+) -> None:
+    for stream in (False, True):
+        response = post(server, path, body_for(path, "[[garbage]]", stream=stream))
+        assert response.status_code == 502, response.text
+        error = error_of(path, response)
+        assert upstream.url.removeprefix("http://") in error["message"]
+        assert "malformed" in error["message"] and "CLI" not in error["message"]
+    assert len(upstream.messages_calls) == 2  # one call per request: no non-streaming fallback
+
+
+@pytest.mark.parametrize("path", SURFACES)
+def test_upstream_403_is_a_permission_error_with_the_upstreams_message(server: RunningServer, path: str) -> None:
+    response = post(server, path, body_for(path, "[[error:403]]"))
+    assert response.status_code == 403, response.text
+    error = error_of(path, response)
+    assert error["type"] == "permission_error"
+    assert "fake upstream error 403" in error["message"]
+    assert "log in" not in error["message"].lower()
+
+
+@pytest.mark.parametrize(("path", "status"), [(ANTHROPIC, 529), (OPENAI, 503)])
+def test_an_overloaded_upstream_tells_the_client_to_retry(
+    server: RunningServer, upstream: FakeUpstream, path: str, status: int
+) -> None:
+    response = post(server, path, body_for(path, "[[error:529]]"))
+    assert response.status_code == status
+    assert error_of(path, response)["type"] == "overloaded_error"
+    assert "retry" in error_of(path, response)["message"]
+    assert response.headers["x-should-retry"] == "true"
+    # The SDK's own default (two retries) is then honoured: three upstream calls in all.
+    upstream.clear()
+    ask = [{"role": "user", "content": "[[error:529]]"}]
+    if path == ANTHROPIC:
+        with pytest.raises(anthropic.APIStatusError):
+            anthropic.Anthropic(base_url=server.url, api_key="anything").messages.create(
+                model="sonnet", max_tokens=20, messages=ask)  # type: ignore[arg-type]
+    else:
+        with pytest.raises(openai.InternalServerError):
+            openai.OpenAI(base_url=f"{server.url}/openai/v1", api_key="anything").chat.completions.create(
+                model="sonnet", messages=ask)  # type: ignore[arg-type]
+    assert len(upstream.messages_calls) == 3

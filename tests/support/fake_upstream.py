@@ -23,12 +23,14 @@ directives found in the text of the last user turn, so a test can script the mod
                           {"round": k} until N tool rounds are in the history, then finish
 
 Without directives it replies "Hello from the fake upstream." token by token.
+``refusing_url()`` is an upstream that refuses every connection (nothing listens there).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 import time
 import uuid
@@ -146,6 +148,14 @@ class FakeUpstream:
         calls = self.messages_calls
         assert calls, "upstream received no /v1/messages call"
         return calls[-1].body
+
+
+def refusing_url() -> str:
+    """A loopback URL where nothing listens: every connection is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
 
 
 def big_text(size: int) -> str:
