@@ -83,21 +83,16 @@ def serve(host: str | None, port: int | None, reload: bool) -> int:
             port=settings.port,
             reload=True,
             access_log=False,
+            http="claude_code_proxy.web.server:GuardedH11Protocol",  # the default limits
         )
         return 0
     from claude_code_proxy.app import create_app
-    from claude_code_proxy.web.server import tune_allocator
+    from claude_code_proxy.web.server import raise_fd_limit, server_config, tune_allocator
 
     tune_allocator()
+    raise_fd_limit()
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        access_log=False,
-        log_config=None,
-        timeout_graceful_shutdown=int(settings.shutdown_grace) + 3,
-    )
+    config = server_config(app, settings)
     server = DrainingServer(config, on_exit=lambda: app.state.backend.begin_drain(settings.shutdown_grace))
     server.run(sockets=sockets)
     return 0

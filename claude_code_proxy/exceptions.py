@@ -5,6 +5,7 @@
     ├── InvalidRequestError               400 invalid_request_error (carries ``param``)
     │   ├── RequestTooLargeError          413 request_too_large
     │   │   └── TooManyMessagesError      413 (too_many_messages)
+    │   ├── RequestTimeoutError           408 (the body did not arrive in time)
     │   ├── UnsupportedMediaTypeError     415
     │   └── MethodNotAllowedError         405
     ├── AuthenticationError               401 authentication_error
@@ -67,6 +68,11 @@ class RequestTooLargeError(InvalidRequestError):
 
 class TooManyMessagesError(RequestTooLargeError):
     openai_code = "too_many_messages"
+
+
+class RequestTimeoutError(InvalidRequestError):
+    status_code = 408
+    openai_code = "request_timeout"
 
 
 class UnsupportedMediaTypeError(InvalidRequestError):

@@ -120,6 +120,15 @@ class Settings(BaseSettings):
     )
     idle_timeout: float = Field(120.0, gt=0, description="Seconds allowed between two stream events before a 504.")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond).")
+    header_timeout: float = Field(
+        10.0, gt=0, description="Seconds a client has to send a request's headers; the connection is closed after."
+    )
+    body_timeout: float = Field(
+        60.0, gt=0, description="Seconds a client has to send a request's body once its headers are in (408 after)."
+    )
+    max_connections: int = Field(
+        256, ge=8, description="Open client connections at most; any beyond are answered 503 and closed at once."
+    )
     max_messages: int = Field(2000, ge=1, description="Most messages one request may carry.")
     shutdown_grace: float = Field(
         10.0, ge=0, description="Seconds in-flight requests get to finish after SIGTERM."

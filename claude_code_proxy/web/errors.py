@@ -24,6 +24,7 @@ from claude_code_proxy.exceptions import (
     InvalidRequestError,
     MethodNotAllowedError,
     NotFoundError,
+    RequestTimeoutError,
 )
 from claude_code_proxy.ops.metrics import RequestMetrics
 from claude_code_proxy.surfaces.registry import Registry
@@ -38,6 +39,8 @@ def error_response(registry: Registry, path: str, error: ClaudeProxyError, reque
         headers["retry-after"] = str(max(1, math.ceil(error.retry_after)))
     if isinstance(error, AuthenticationError):
         headers["www-authenticate"] = "Bearer"
+    if isinstance(error, RequestTimeoutError):
+        headers["connection"] = "close"  # the rest of the body is not wanted
     if error.status_code >= 500:
         # Most 5xx answers are final: a client retry would only repeat the same failure (the
         # CLI already made its own retries upstream).  An overloaded upstream, or a full

@@ -2,10 +2,11 @@
 
 In order: Host allow-list (DNS rebinding), Origin deny-by-default with an opt-in CORS list
 (drive-by browser requests), JSON-only POST bodies (CSRF through "simple" requests), a body
-size limit (413 from Content-Length, or while a chunked body streams in), then the API key
-(Bearer or x-api-key, compared as SHA-256 digests in constant time, never from the query
-string; the same 401 for every failure).  A pure ASGI middleware, so a refused request costs
-no body read and no CLI.
+size limit (413 from Content-Length, or while a chunked body streams in) and a deadline for
+the body (408 when it has not all arrived ``body_timeout`` seconds after the headers), then
+the API key (Bearer or x-api-key, compared as SHA-256 digests in constant time, never from
+the query string; the same 401 for every failure).  A pure ASGI middleware, so a refused
+request costs no body read and no CLI.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+import anyio
+
 from claude_code_proxy.config.settings import Settings
 from claude_code_proxy.exceptions import (
     AuthenticationError,
     ClaudeProxyError,
     MisdirectedRequestError,
     PermissionDeniedError,
+    RequestTimeoutError,
     RequestTooLargeError,
     UnsupportedMediaTypeError,
 )
@@ -51,6 +55,7 @@ class SecurityMiddleware:
         self.allowed_hosts = LOOPBACK_HOSTS | {h.lower() for h in settings.allowed_hosts}
         self.allowed_origins = frozenset(o.rstrip("/") for o in settings.cors_origins)
         self.max_body = settings.max_body_bytes
+        self.body_timeout = settings.body_timeout
         self.key_digest = digest(settings.api_key.get_secret_value()) if settings.api_key else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -88,14 +93,24 @@ class SecurityMiddleware:
             return
 
         received = 0
+        body_complete = False
+        body_deadline = anyio.current_time() + self.body_timeout
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_complete
+            if body_complete:  # later receives wait for a disconnect: no deadline then
+                return await receive()
+            with anyio.move_on_after(body_deadline - anyio.current_time()) as waiting:
+                message = await receive()
+            if waiting.cancelled_caught:
+                # Rendered in the route's shape by the app's error handlers.
+                raise RequestTimeoutError(
+                    f"The request body did not arrive within {self.body_timeout:g} seconds."
+                )
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_complete = not message.get("more_body", False)
                 if received > self.max_body:
-                    # Rendered in the route's shape by the app's error handlers.
                     raise RequestTooLargeError(f"The request body is larger than {self.max_body} bytes.")
             return message
 

@@ -12,6 +12,7 @@ import uvicorn
 from claude_code_proxy.app import create_app
 from claude_code_proxy.backend.base import Backend as ClaudeBackend
 from claude_code_proxy.config.settings import Settings
+from claude_code_proxy.web.server import server_config
 
 
 class RunningServer:
@@ -26,9 +27,11 @@ class RunningServer:
 
 @contextmanager
 def serve(settings: Settings | None = None, backend: ClaudeBackend | None = None) -> Iterator[RunningServer]:
-    app = create_app(settings or Settings(_env_file=None), backend)  # type: ignore[call-arg]
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
-                            lifespan="on", timeout_graceful_shutdown=5)
+    settings = settings or Settings(_env_file=None)  # type: ignore[call-arg]
+    app = create_app(settings, backend)
+    # The server ``serve`` runs (its connection limits included), on a free loopback port.
+    config = server_config(app, settings, host="127.0.0.1", port=0, log_level="warning",
+                           lifespan="on", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
