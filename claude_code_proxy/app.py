@@ -60,13 +60,15 @@ def create_app(
         openapi_url=None,
     )
     admission = Admission(settings.max_concurrency, settings.queue_size, settings.queue_timeout)
-    prom = ProxyMetrics(registry.model_paths, backend=lambda: app.state.backend, admission=admission)
+    catalog = ModelCatalog(settings.models, settings.model_aliases, settings.default_model)
+    prom = ProxyMetrics(registry.model_paths, backend=lambda: app.state.backend, admission=admission,
+                        known_model=catalog.label)
     app.state.settings = settings
     app.state.registry = registry
     app.state.admission = admission
     app.state.prom = prom
     app.state.backend = backend or ClaudeClient(settings, admission, prom)
-    app.state.catalog = ModelCatalog(settings.models, settings.model_aliases, settings.default_model)
+    app.state.catalog = catalog
     app.state.ledger = UsageLedger(settings.usage_db, settings.usage_retention_days)
 
     errors.install(app)

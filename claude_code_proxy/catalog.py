@@ -18,6 +18,8 @@ from claude_code_proxy.exceptions import ModelNotFoundError
 
 CLI_ALIASES = ("opus", "sonnet", "haiku")
 _CLAUDE_ID = re.compile(r"^claude-[a-z0-9][a-z0-9.\-]{0,95}(\[1m\])?$")
+_SNAPSHOT = re.compile(r"-\d{8}$")
+"""A dated snapshot suffix: upstream reports ``claude-sonnet-4-5-20250929`` for ``claude-sonnet-4-5``."""
 
 # Release dates of models we know; other listed ids report the epoch.
 _KNOWN_DATES = {
@@ -93,6 +95,15 @@ class ModelCatalog:
         if _CLAUDE_ID.match(name):
             return name
         raise ModelNotFoundError(requested or name)
+
+    def label(self, name: str) -> str | None:
+        """The catalog's own name for a model a client asked for or upstream reported, or
+        None when the catalog does not know it: a bounded set, fit for metric labels."""
+        lowered = name.strip().lower()
+        if lowered in CLI_ALIASES or lowered in self._aliases:
+            return lowered
+        base = _SNAPSHOT.sub("", name.strip())
+        return base if base in self._by_id else None
 
     def list_body(self) -> dict[str, Any]:
         """The model list: one body both official SDKs parse in strict mode."""

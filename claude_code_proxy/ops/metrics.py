@@ -22,6 +22,8 @@ from claude_code_proxy.log import escape
 
 log = structlog.get_logger("claude_code_proxy")
 Recorder = Callable[["RequestMetrics"], None]
+MODEL_NAME_CHARS = 128
+"""The longest model name kept for the log line and the ledger."""
 
 
 @dataclass
@@ -74,7 +76,8 @@ class RequestMetrics:
     def complete(self, completion: Completion) -> None:
         self.usage = dict(completion.usage)
         self.cost_usd = completion.cost_usd
-        self.model_used = completion.model or self.model_used
+        # The name upstream reported: any string at all, so bounded for the log and the ledger.
+        self.model_used = (completion.model or self.model_used)[:MODEL_NAME_CHARS]
         self.completion = completion
 
     def fail(self, error: ClaudeProxyError | str) -> None:

@@ -11,8 +11,9 @@ Other components report through small methods rather than touching the collector
     app.state.prom.warm_hit(model)    a request took a pre-started CLI from the warm pool
     app.state.prom.warm_miss(model)   a request found none and started a CLI itself
 
-Label values that come from clients (model names) are bounded: beyond ``MAX_MODELS`` distinct
-models, further ones are counted as ``other``, so a client cannot grow the registry without end.
+Label values that come from clients or upstream (model names) are bounded: a name the model
+catalog does not know is counted as ``other``, and beyond ``MAX_MODELS`` distinct models
+further ones are too, so neither can grow the registry without end.
 Nothing here holds prompt or answer text.
 """
 
@@ -104,8 +105,11 @@ class ProxyMetrics:
         model_routes: frozenset[str],
         backend: Callable[[], Backend] | None = None,
         admission: Admission | None = None,
+        known_model: Callable[[str], str | None] | None = None,
     ) -> None:
         self.model_routes = model_routes
+        self.known_model = known_model
+        """The catalog's name for a model, or None: anything else is counted as ``other``."""
         self.registry = CollectorRegistry(auto_describe=True)
         self._models: set[str] = set()
         self._lock = threading.Lock()
@@ -166,8 +170,11 @@ class ProxyMetrics:
             self.upstream_errors.labels(kind=metrics.error_kind[:64]).inc()
 
     def model_label(self, model: str) -> str:
-        """A bounded label value for a model name."""
+        """A bounded label value for a model name: the catalog's name, or ``other`` (upstream
+        may report any name at all)."""
         model = (model or "unknown")[:128]
+        if self.known_model is not None:
+            model = self.known_model(model) or OTHER
         with self._lock:
             if model in self._models:
                 return model

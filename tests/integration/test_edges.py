@@ -6,6 +6,7 @@ would refuse, and what ``/health`` shows without a key.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -13,8 +14,9 @@ import httpx
 import openai
 import pytest
 
+from tests.conftest import make_settings
 from tests.support.fake_upstream import FakeUpstream, refusing_url
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, serve
 
 ANTHROPIC = "/v1/messages"
 OPENAI = "/openai/v1/chat/completions"
@@ -158,3 +160,26 @@ def test_an_overloaded_upstream_tells_the_client_to_retry(
             openai.OpenAI(base_url=f"{server.url}/openai/v1", api_key="anything").chat.completions.create(
                 model="sonnet", messages=ask)  # type: ignore[arg-type]
     assert len(upstream.messages_calls) == 3
+
+
+# -- item 5: model names upstream reports are bounded -----------------------------------------
+
+def test_a_model_name_outside_the_catalog_is_other_in_metrics_and_bounded_in_the_ledger(
+    tmp_path: Path
+) -> None:
+    hostile = "evil-" + "x" * 5_000 + "-{label=\"injected\"}"
+    with serve(make_settings(usage_db=str(tmp_path / "usage.db"))) as server:
+        for reported in (hostile, "claude-sonnet-5-5-20260901"):
+            response = post(server, ANTHROPIC, body_for(ANTHROPIC, f"[[model:{reported}]]"))
+            assert response.status_code == 200 and response.json()["model"] == reported
+        metrics = httpx.get(f"{server.url}/metrics", timeout=30).text
+        ledger = server.app.state.ledger  # type: ignore[attr-defined]
+        assert ledger.flush()
+        rows = [row["model_used"] for row in ledger._query("SELECT model_used FROM requests", [])]
+    tokens = [line for line in metrics.splitlines() if line.startswith("claude_proxy_tokens_total{")]
+    assert any('model="other"' in line for line in tokens), tokens
+    assert any('model="claude-sonnet-5-5"' in line for line in tokens), tokens  # a snapshot of a listed model
+    assert "evil-" not in metrics and "injected" not in metrics
+    assert len(rows) == 2 and all(len(row) <= 128 for row in rows)
+    assert rows[0].startswith("evil-xxx")
+

@@ -17,6 +17,7 @@ directives found in the text of the last user turn, so a test can script the mod
     [[big:N]]             N characters of text (``big_text(N)``) in one delta
     [[big:N:K]]           the same N characters spread over K deltas
     [[garbage]]           a 200 event stream that is not SSE at all
+    [[model:NAME]]        report NAME as the answering model (default: the model asked for)
     [[stop:WORD]]         the text contains WORD; honour stop_sequences
     [[cache:N]]           report N cache-read input tokens
     [[agent:NAME:N]]      (in the first user turn) an agent loop: call tool NAME with
@@ -348,7 +349,7 @@ class _Handler(BaseHTTPRequestHandler):
                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": cache_read}
         self._event("message_start", {"type": "message_start", "message": {
             "id": f"msg_fake{uuid.uuid4().hex[:12]}", "type": "message", "role": "assistant",
-            "model": body.get("model", "claude-fake"), "content": [], "stop_reason": None,
+            "model": args.get("model") or body.get("model", "claude-fake"), "content": [], "stop_reason": None,
             "stop_sequence": None, "usage": usage}})
         self._event("ping", {"type": "ping"})
         index = 0
