@@ -16,6 +16,7 @@ import socket
 from typing import Any
 from urllib.parse import urlsplit
 
+from claude_code_proxy.chat.request import ClientTool
 from claude_code_proxy.exceptions import InvalidRequestError
 
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
@@ -157,6 +158,34 @@ def check_output_schema(schema: dict[str, Any], param: str) -> None:
             "to the Claude Code CLI (one command-line argument).",
             param=param,
         )
+
+
+def check_tools(tools: list[tuple[str, ClientTool]]) -> None:
+    """Tool names the model can tell apart: each declared once, and no two that reach the
+    model as the same name (the CLI rewrites characters outside ``[a-zA-Z0-9_-]`` to ``_``,
+    so ``a.b`` and ``a_b`` would collide).  ``tools`` pairs each tool with its field path."""
+    declared: dict[str, ClientTool] = {}
+    for param, tool in tools:
+        if tool.name in declared:
+            raise InvalidRequestError(f"Tool names must be unique: {tool.name!r} is declared twice.", param=param)
+        twin = next((other for other in declared.values() if other.cli_name == tool.cli_name), None)
+        if twin is not None:
+            raise InvalidRequestError(
+                f"Tools {twin.name!r} and {tool.name!r} would both reach the model as {tool.cli_name!r} "
+                "(characters other than letters, digits, _ and - become _): rename one.",
+                param=param,
+            )
+        declared[tool.name] = tool
+
+
+def check_tool_choice(kind: str, name: str | None, tools: list[ClientTool], param: str) -> None:
+    """A tool_choice that forces a tool needs tools, and a named one must be among them."""
+    if kind in ("any", "tool") and not tools:
+        raise InvalidRequestError("tool_choice forces a tool call, but the request declares no tools.", param=param)
+    if kind == "tool" and not name:
+        raise InvalidRequestError("tool_choice of type tool must name the tool.", param=param)
+    if kind == "tool" and name not in {tool.name for tool in tools}:
+        raise InvalidRequestError(f"tool_choice names {name!r}, which is not among the tools.", param=param)
 
 
 def clean_stop_sequences(stops: list[str] | None) -> list[str]:

@@ -183,3 +183,50 @@ def test_a_model_name_outside_the_catalog_is_other_in_metrics_and_bounded_in_the
     assert len(rows) == 2 and all(len(row) <= 128 for row in rows)
     assert rows[0].startswith("evil-xxx")
 
+
+# -- item 6: tool definitions Anthropic would refuse ------------------------------------------
+
+def anthropic_tool(name: str) -> dict[str, Any]:
+    return {"name": name, "input_schema": {"type": "object", "properties": {}}}
+
+
+def openai_tool(name: str) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": name, "parameters": {"type": "object", "properties": {}}}}
+
+
+TOOL_CASES = [
+    (ANTHROPIC, {"tools": [anthropic_tool("lookup"), anthropic_tool("lookup")]}, "tools.1.name", "declared twice"),
+    (ANTHROPIC, {"tools": [anthropic_tool("a.b"), anthropic_tool("a_b")]}, "tools.1.name", "'a_b'"),
+    (ANTHROPIC, {"tool_choice": {"type": "tool", "name": "lookup"}}, "tool_choice", "no tools"),
+    (ANTHROPIC, {"tools": [anthropic_tool("lookup")], "tool_choice": {"type": "tool", "name": "other"}},
+     "tool_choice", "not among the tools"),
+    (OPENAI, {"tools": [openai_tool("lookup"), openai_tool("lookup")]}, "tools.1.function.name", "declared twice"),
+    (OPENAI, {"tools": [openai_tool("lookup")], "functions": [{"name": "lookup"}]}, "functions.0.name",
+     "declared twice"),
+    (OPENAI, {"tool_choice": {"type": "function", "function": {"name": "lookup"}}}, "tool_choice", "no tools"),
+    (OPENAI, {"tool_choice": "required"}, "tool_choice", "no tools"),
+]
+
+
+@pytest.mark.parametrize(("path", "fields", "param", "says"), TOOL_CASES)
+def test_tool_definitions_anthropic_would_refuse_are_a_400(
+    server: RunningServer, upstream: FakeUpstream, path: str, fields: dict[str, Any], param: str, says: str
+) -> None:
+    before = spawned(server)
+    response = post(server, path, body_for(path, **fields))
+    assert response.status_code == 400, response.text
+    error = error_of(path, response)
+    assert error["type"] == "invalid_request_error" and says in error["message"]
+    if path == OPENAI:
+        assert error["param"] == param
+    assert spawned(server) == before and not upstream.messages_calls
+
+
+@pytest.mark.parametrize("path", SURFACES)
+def test_a_choice_that_forces_nothing_without_tools_is_still_accepted(
+    server: RunningServer, upstream: FakeUpstream, path: str
+) -> None:
+    choice: Any = {"type": "none"} if path == ANTHROPIC else "none"
+    response = post(server, path, body_for(path, tool_choice=choice))
+    assert response.status_code == 200, response.text
+    assert upstream.last_body["tools"] == [] and "tool_choice" not in upstream.last_body

@@ -18,6 +18,8 @@ from claude_code_proxy.chat.content import (
     check_image_url,
     check_strings,
     check_text,
+    check_tool_choice,
+    check_tools,
     clean_stop_sequences,
     finish_conversation,
     merge_turns,
@@ -93,7 +95,10 @@ def from_anthropic(request: MessagesRequest, model: str) -> ChatRequest:
         ClientTool(name=t.name, description=t.description or "", input_schema=t.input_schema)
         for t in request.tools or []
     ]
+    check_tools([(f"tools.{i}.name", tool) for i, tool in enumerate(tools)])
     tool_choice = request.tool_choice.model_dump(exclude_none=True) if request.tool_choice else None
+    if request.tool_choice is not None:
+        check_tool_choice(request.tool_choice.type, request.tool_choice.name, tools, "tool_choice")
     return ChatRequest(
         model=model,
         messages=finish_conversation(merge_turns(turns)),

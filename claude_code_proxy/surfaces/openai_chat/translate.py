@@ -24,6 +24,8 @@ from claude_code_proxy.chat.content import (
     check_output_schema,
     check_strings,
     check_text,
+    check_tool_choice,
+    check_tools,
     clean_stop_sequences,
     effort_thinking,
     finish_conversation,
@@ -67,7 +69,7 @@ def from_openai(request: ChatCompletionRequest, model: str, default_max_tokens: 
         raise InvalidRequestError("n must be 1: this proxy returns exactly one choice.", param="n")
     system, turns = translate_messages(request)
     tools = client_tools(request)
-    tool_choice = translate_tool_choice(request, {tool.name for tool in tools})
+    tool_choice = translate_tool_choice(request, tools)
     explicit = request.max_completion_tokens or request.max_tokens
     max_tokens, thinking = max_tokens_and_thinking(request, explicit, default_max_tokens)
     messages = finish_conversation(merge_turns(turns))
@@ -174,24 +176,23 @@ def tool_result(call_id: str, content: str) -> dict[str, Any]:
 
 
 def client_tools(request: ChatCompletionRequest) -> list[ClientTool]:
-    definitions: list[FunctionDefinition] = [tool.function for tool in request.tools or []]
-    definitions += request.functions or []
-    tools: dict[str, ClientTool] = {}
-    for definition in definitions:
-        # ``strict`` is not forwarded: the schema itself is what the model sees.
-        tools[definition.name] = ClientTool(
-            name=definition.name,
-            description=definition.description or "",
-            input_schema=definition.parameters if definition.parameters is not None else dict(EMPTY_SCHEMA),
-        )
-    return list(tools.values())
+    declared: list[tuple[str, FunctionDefinition]] = [
+        (f"tools.{i}.function.name", tool.function) for i, tool in enumerate(request.tools or [])]
+    declared += [(f"functions.{i}.name", definition) for i, definition in enumerate(request.functions or [])]
+    # ``strict`` is not forwarded: the schema itself is what the model sees.
+    tools = [(param, ClientTool(
+        name=definition.name,
+        description=definition.description or "",
+        input_schema=definition.parameters if definition.parameters is not None else dict(EMPTY_SCHEMA),
+    )) for param, definition in declared]
+    check_tools(tools)
+    return [tool for _, tool in tools]
 
 
-def translate_tool_choice(request: ChatCompletionRequest, names: set[str]) -> dict[str, Any] | None:
+def translate_tool_choice(request: ChatCompletionRequest, tools: list[ClientTool]) -> dict[str, Any] | None:
     """``tool_choice``/``parallel_tool_calls`` (or legacy ``function_call``) as Anthropic's."""
-    if not names:
-        return None  # a choice among no tools means nothing (some clients always send "none")
     choice = request.tool_choice if request.tool_choice is not None else request.function_call
+    param = "tool_choice" if request.tool_choice is not None else "function_call"
     out: dict[str, Any] | None
     if choice is None:
         out = None
@@ -199,9 +200,11 @@ def translate_tool_choice(request: ChatCompletionRequest, names: set[str]) -> di
         out = {"type": {"auto": "auto", "none": "none", "required": "any"}[choice]}
     else:
         name = choice.name if isinstance(choice, NamedFunction) else choice.function.name
-        if name not in names:
-            raise InvalidRequestError(f"tool_choice names {name!r}, which is not among the tools.", param="tool_choice")
         out = {"type": "tool", "name": name}
+    if out is not None:
+        check_tool_choice(out["type"], out.get("name"), tools, param)
+    if not tools:
+        return None  # "auto" or "none" among no tools means nothing (some clients always send "none")
     if request.parallel_tool_calls is False and (out is None or out["type"] != "none"):
         out = {**(out or {"type": "auto"}), "disable_parallel_tool_use": True}
     return out
