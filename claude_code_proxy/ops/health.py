@@ -3,15 +3,20 @@
 Never calls the model.  The CLI probe (``--version`` and ``auth status``) is cached
 by the Claude client, so frequent health checks spawn nothing.  ``GET /health/live``
 touches no backend at all: it is what the Docker HEALTHCHECK calls.
+
+Anyone may ask; the details (the CLI's path, which can name the user, its version, the
+login method, the rate-limit state) go only to a caller on this machine (loopback) or one
+who passed the API key.  Everyone else gets the status and the proxy's version.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from claude_code_proxy import __version__
+from claude_code_proxy.config.settings import is_loopback
 from claude_code_proxy.web.body import BackendDep
 
 router = APIRouter()
@@ -24,7 +29,7 @@ async def live() -> dict[str, str]:
 
 
 @router.get("/health")
-async def health(backend: BackendDep) -> dict[str, Any]:
+async def health(request: Request, backend: BackendDep) -> dict[str, Any]:
     cli = await backend.status()
     if not cli.found:
         status = "cli_not_found"
@@ -32,5 +37,13 @@ async def health(backend: BackendDep) -> dict[str, Any]:
         status = "not_logged_in"
     else:
         status = "ok"
+    if not shows_details(request):
+        return {"status": status, "version": __version__}
     # The subscription's latest rate-limit state the CLI reported (None until it reports one).
     return {"status": status, "version": __version__, "cli": cli.as_json(), "rate_limit": backend.stats().rate_limit}
+
+
+def shows_details(request: Request) -> bool:
+    """A caller on loopback (as uvicorn sees it, after trusted proxy headers), or with the key."""
+    client = request.client
+    return bool(getattr(request.state, "api_key_passed", False)) or (client is not None and is_loopback(client.host))

@@ -85,8 +85,11 @@ class SecurityMiddleware:
                 error = UnsupportedMediaTypeError("Request bodies must be JSON (Content-Type: application/json).")
             elif int(headers.get("content-length") or 0) > self.max_body:
                 error = RequestTooLargeError(f"The request body is larger than {self.max_body} bytes.")
+        key_passed = self.key_digest is not None and self._authorized(headers)
+        # Public paths answer without the key, but may show more to a caller who passed it.
+        scope.setdefault("state", {})["api_key_passed"] = key_passed
         if error is None and self.key_digest is not None and path not in self.registry.public_paths:
-            if not self._authorized(headers):
+            if not key_passed:
                 error = AuthenticationError("Invalid or missing API key.")
         if error is not None:
             await self._refuse(scope, receive, send, error, cors)

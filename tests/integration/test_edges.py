@@ -230,3 +230,24 @@ def test_a_choice_that_forces_nothing_without_tools_is_still_accepted(
     response = post(server, path, body_for(path, tool_choice=choice))
     assert response.status_code == 200, response.text
     assert upstream.last_body["tools"] == [] and "tool_choice" not in upstream.last_body
+
+
+# -- item 7: /health details only for this machine or the key ---------------------------------
+
+REMOTE = {"x-forwarded-for": "203.0.113.9"}  # as a reverse proxy on loopback reports a remote caller
+
+
+def test_health_shows_the_cli_path_only_on_loopback_or_with_the_key(server: RunningServer) -> None:
+    local = httpx.get(f"{server.url}/health", timeout=60).json()
+    assert local["status"] == "ok" and local["cli"]["path"] and local["cli"]["version"]
+    remote = httpx.get(f"{server.url}/health", headers=REMOTE, timeout=60)
+    assert remote.status_code == 200 and remote.json() == {"status": "ok", "version": local["version"]}
+    assert local["cli"]["path"] not in remote.text
+
+    with serve(make_settings(api_key="health-secret")) as keyed:
+        url = f"{keyed.url}/health"
+        assert set(httpx.get(url, headers=REMOTE, timeout=60).json()) == {"status", "version"}
+        wrong = httpx.get(url, headers={**REMOTE, "x-api-key": "wrong"}, timeout=60)
+        assert wrong.status_code == 200 and set(wrong.json()) == {"status", "version"}
+        right = httpx.get(url, headers={**REMOTE, "authorization": "Bearer health-secret"}, timeout=60).json()
+        assert right["cli"]["path"] == local["cli"]["path"] and "rate_limit" in right
