@@ -31,6 +31,7 @@ from claude_code_proxy.chat.content import (
     check_output_schema,
     check_strings,
     check_text,
+    check_tools,
     clean_stop_sequences,
     finish_conversation,
     merge_turns,
@@ -217,15 +218,13 @@ def sniff_image(data: str) -> str | None:
 
 
 def client_tools(body: ChatBody) -> list[ClientTool]:
-    tools: dict[str, ClientTool] = {}
-    for tool in body.tools or []:
-        definition = tool.function
-        tools[definition.name] = ClientTool(
-            name=definition.name,
-            description=definition.description or "",
-            input_schema=definition.parameters if definition.parameters is not None else dict(EMPTY_SCHEMA),
-        )
-    return list(tools.values())
+    tools = [(f"tools.{i}.function.name", ClientTool(
+        name=tool.function.name,
+        description=tool.function.description or "",
+        input_schema=tool.function.parameters if tool.function.parameters is not None else dict(EMPTY_SCHEMA),
+    )) for i, tool in enumerate(body.tools or [])]
+    check_tools(tools)  # each name once, none that reach the model as the same name
+    return [tool for _, tool in tools]
 
 
 def replays_tool_call(messages: list[dict[str, Any]]) -> bool:
