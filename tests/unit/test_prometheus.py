@@ -209,7 +209,8 @@ def status_only_backend() -> ScriptedBackend:
 
 def app_client(**settings: Any) -> TestClient:
     """The app in process (no socket), as a client on the loopback host it answers for."""
-    return TestClient(create_app(make_settings(**settings), status_only_backend()), base_url="http://127.0.0.1")
+    return TestClient(create_app(make_settings(**settings), status_only_backend()), base_url="http://127.0.0.1",
+                      client=("127.0.0.1", 50000))
 
 
 def test_app_serves_metrics_and_health_with_a_scripted_backend() -> None:
