@@ -25,10 +25,17 @@ directives found in the text of the last user turn, so a test can script the mod
 
 Without directives it replies "Hello from the fake upstream." token by token.
 ``refusing_url()`` is an upstream that refuses every connection (nothing listens there).
+
+With ``prompt_cache`` on, it also keeps a prompt cache the way the Messages API does: each
+``cache_control`` marker writes the prefix up to its block (tools, then system, then
+messages, markers themselves ignored); a later request reads the longest written prefix
+it starts with, found from one of its own markers at most 20 blocks back, and reports it
+as ``cache_read_input_tokens`` (the rest of the marked prefix as cache creation).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import socket
@@ -57,6 +64,8 @@ class FakeUpstream:
     requests: list[Recorded] = field(default_factory=list)
     cut_short: list[str] = field(default_factory=list)
     """The last user text of each answer whose reader left before its end (a CLI killed mid-answer)."""
+    prompt_cache: PromptCache | None = None
+    """Set to a ``PromptCache`` to report cache reads and writes as the API would."""
     host: str = "127.0.0.1"
     port: int = 0
     _server: ThreadingHTTPServer | None = None
@@ -219,6 +228,63 @@ def directives(text: str) -> list[tuple[str, str]]:
     return [(m.group(1), m.group(2) or "") for m in _DIRECTIVE.finditer(text)]
 
 
+LOOKBACK_BLOCKS = 20
+
+
+@dataclass
+class PromptCache:
+    """Prefixes written at ``cache_control`` markers, by hash, with their size in tokens."""
+
+    written: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @staticmethod
+    def blocks(body: dict[str, Any]) -> tuple[list[str], list[int]]:
+        """The request as cacheable blocks in API order, and the indices that carry a marker."""
+        units: list[str] = []
+        marked: list[int] = []
+
+        def add(item: dict[str, Any]) -> None:
+            if "cache_control" in item:
+                marked.append(len(units))
+            units.append(json.dumps({k: v for k, v in item.items() if k != "cache_control"}, sort_keys=True))
+
+        for tool in body.get("tools") or []:
+            add(tool)
+        system = body.get("system")
+        for block in [{"type": "text", "text": system}] if isinstance(system, str) else system or []:
+            add(block)
+        for message in body.get("messages", []):
+            units.append(json.dumps({"turn": message.get("role")}))  # a turn boundary is part of the prefix
+            content = message.get("content")
+            for block in [{"type": "text", "text": content}] if isinstance(content, str) else content or []:
+                add(block)
+        return units, marked
+
+    def usage(self, body: dict[str, Any]) -> tuple[int, int, int]:
+        """(uncached input, cache read, cache creation) tokens for this request; writes its prefixes."""
+        units, marked = self.blocks(body)
+        sizes, hashes = [0], [hashlib.sha256()]
+        for unit in units:
+            digest = hashes[-1].copy()
+            digest.update(unit.encode())
+            hashes.append(digest)
+            sizes.append(sizes[-1] + max(1, len(unit) // 4))
+        keys = [h.hexdigest() for h in hashes]  # keys[k]: the prefix of the first k blocks
+        with self._lock:
+            read = 0
+            for mark in marked:
+                for end in range(mark + 1, max(0, mark + 1 - LOOKBACK_BLOCKS), -1):
+                    if keys[end] in self.written:
+                        read = max(read, sizes[end])
+                        break
+            created = 0
+            for mark in marked:
+                self.written[keys[mark + 1]] = sizes[mark + 1]
+                created = max(created, sizes[mark + 1] - read)
+        return sizes[-1] - read - created, read, created
+
+
 def count_tokens(body: dict[str, Any]) -> int:
     """A stable, monotone stand-in for a tokenizer: ~4 characters a token."""
     size = len(json.dumps(body.get("messages", []))) + len(json.dumps(body.get("system", "")))
@@ -347,6 +413,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         usage = {"input_tokens": count_tokens(body), "output_tokens": 1,
                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": cache_read}
+        if self.owner.prompt_cache is not None:
+            fresh, read, created = self.owner.prompt_cache.usage(body)
+            usage.update(input_tokens=fresh, cache_read_input_tokens=read, cache_creation_input_tokens=created)
         self._event("message_start", {"type": "message_start", "message": {
             "id": f"msg_fake{uuid.uuid4().hex[:12]}", "type": "message", "role": "assistant",
             "model": args.get("model") or body.get("model", "claude-fake"), "content": [], "stop_reason": None,
