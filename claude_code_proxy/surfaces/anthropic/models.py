@@ -73,7 +73,9 @@ ContentBlock = Annotated[
 
 
 class MessageParam(_Inbound):
-    role: Literal["user", "assistant"]
+    # "system": a mid-conversation system turn (Claude Code sends them on newer models);
+    # the CLI cannot place one among the turns, so its text joins the system prompt.
+    role: Literal["user", "assistant", "system"]
     content: str | list[ContentBlock]
 
 

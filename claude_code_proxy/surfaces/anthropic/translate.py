@@ -27,6 +27,7 @@ from claude_code_proxy.chat.content import (
     thinking_options,
 )
 from claude_code_proxy.chat.request import ChatRequest, ClientTool
+from claude_code_proxy.exceptions import InvalidRequestError
 from claude_code_proxy.surfaces.anthropic.models import MessagesRequest
 
 
@@ -71,11 +72,35 @@ def _block(block: Any, param: str) -> dict[str, Any] | None:
 
 
 
+def system_turn_text(content: Any, param: str) -> str:
+    """The text of a ``role: "system"`` turn: a string or text blocks (anything else is refused)."""
+    if isinstance(content, str):
+        check_text(content, param)
+        return content
+    texts = []
+    for block in content:
+        if block.type != "text":
+            raise InvalidRequestError("A system turn may only contain text blocks.", param=param)
+        check_text(block.text, param)
+        texts.append(block.text)
+    return "\n".join(text for text in texts if text.strip())
+
+
 def from_anthropic(request: MessagesRequest, model: str) -> ChatRequest:
-    """An Anthropic Messages request as the internal request (model already resolved)."""
+    """An Anthropic Messages request as the internal request (model already resolved).
+
+    Mid-conversation system turns are hoisted into the system prompt, in order, after the
+    top-level ``system`` (the CLI can only seed user and assistant turns; documented).
+    """
     turns: list[dict[str, Any]] = []
+    system_turns: list[str] = []
     for i, message in enumerate(request.messages):
         param = f"messages.{i}.content"
+        if message.role == "system":
+            text = system_turn_text(message.content, param)
+            if text.strip():  # an empty one only carries per-turn settings (output_config)
+                system_turns.append(text)
+            continue
         blocks: list[Any]
         if isinstance(message.content, str):
             check_text(message.content, param)
@@ -91,6 +116,8 @@ def from_anthropic(request: MessagesRequest, model: str) -> ChatRequest:
         system = request.system
     if system is not None:
         check_text(system, "system")
+    if system_turns:
+        system = "\n".join([system, *system_turns] if system else system_turns)
     tools = [
         ClientTool(name=t.name, description=t.description or "", input_schema=t.input_schema)
         for t in request.tools or []
