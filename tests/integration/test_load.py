@@ -289,6 +289,7 @@ async def soak(server: RunningServer, count: int, workers: int) -> dict[str, int
     return tally
 
 
+@pytest.mark.timeout(900)  # 550 CLI starts: minutes on a busy machine
 def test_soak_of_mixed_requests_with_aborts_leaves_nothing_behind(tmp_path: Path) -> None:
     cli_dir = tmp_path / "cli"
     before_dirs = request_dirs()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import make_settings
 from tests.support.fake_cli import make_ratelimit_cli
+from tests.support.fake_upstream import FakeUpstream
 from tests.support.procs import wait_until
 from tests.support.proxy_process import proxy_process
 from tests.support.server import RunningServer, serve
@@ -114,16 +116,18 @@ def test_metrics_count_requests_tokens_and_latency_on_both_surfaces(own_server: 
     assert total(after, "claude_proxy_cli_spawned_total") == own_server.app.state.backend.spawned >= 5  # type: ignore[attr-defined]
 
 
-def test_cli_processes_gauge_sees_a_running_request(own_server: RunningServer) -> None:
+def test_cli_processes_gauge_sees_a_running_request(own_server: RunningServer, upstream: FakeUpstream) -> None:
+    gate = uuid.uuid4().hex  # upstream holds the answer after its first token: the CLI is surely running
     with httpx.stream("POST", f"{own_server.url}/v1/messages", timeout=60, json={
         "model": "sonnet", "max_tokens": 100, "stream": True,
-        "messages": [{"role": "user", "content": "[[slow:3]] one two three four five six"}],
+        "messages": [{"role": "user", "content": f"[[gate:{gate}]] one two three four five six"}],
     }) as response:
         lines = response.iter_lines()  # held: a dropped iterator would close the stream early
         for line in lines:
             if "content_block_delta" in line:
                 break
         assert total(scrape(own_server.url), "claude_proxy_cli_processes_running") == 1
+        upstream.open_gate(gate)
         assert "message_stop" in "".join(lines)
     assert wait_until(lambda: total(scrape(own_server.url), "claude_proxy_cli_processes_running") == 0), \
         "the running gauge never went back to 0"

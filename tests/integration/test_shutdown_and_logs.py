@@ -11,6 +11,7 @@ import re
 import subprocess
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,13 +63,14 @@ def read_stream(url: str, body: dict[str, Any], record: StreamRecord) -> None:
         record.first_delta.set()
 
 
-def test_sigterm_finishes_short_streams_cuts_long_ones_and_exits(tmp_path: Path) -> None:
+def test_sigterm_finishes_short_streams_cuts_long_ones_and_exits(tmp_path: Path, upstream: FakeUpstream) -> None:
     env: dict[str, str | None] = {"CLAUDE_PROXY_SHUTDOWN_GRACE": str(GRACE)}
+    gate = uuid.uuid4().hex  # holds the short stream after its first token until SIGTERM is sent
     with proxy_process(tmp_path, env) as proxy:
         short, long = StreamRecord(), StreamRecord()
         threads = [
             threading.Thread(target=read_stream, args=(f"{proxy.url}{ANTHROPIC}", body_for(
-                ANTHROPIC, "[[slow:1.2]] [[echo]] one two three four five six", stream=True), short)),
+                ANTHROPIC, f"[[gate:{gate}]] [[echo]] one two three four five six", stream=True), short)),
             threading.Thread(target=read_stream, args=(f"{proxy.url}{ANTHROPIC}", body_for(
                 ANTHROPIC, "[[slow:20]] [[echo]] " + "word " * 60, stream=True), long)),
         ]
@@ -81,6 +83,7 @@ def test_sigterm_finishes_short_streams_cuts_long_ones_and_exits(tmp_path: Path)
 
         sent = time.monotonic()  # taken before the signal: whatever the server does comes after it
         proxy.sigterm()
+        upstream.open_gate(gate)  # the short answer may now finish, well within the grace period
         # Intake stops at once: new connections are refused (or answered 503) while the long
         # stream still runs, that is before the drain deadline.
         refused_while_draining = False
@@ -112,6 +115,7 @@ def test_sigterm_finishes_short_streams_cuts_long_ones_and_exits(tmp_path: Path)
         short_text = "\n".join(short.lines)
         assert short.error is None, short.error
         assert "event: message_stop" in short_text and "event: error" not in short_text, short_text
+        assert "six" in short_text
 
         long_text = "\n".join(long.lines)
         assert long.error is None, long.error
@@ -130,10 +134,11 @@ def test_sigterm_finishes_short_streams_cuts_long_ones_and_exits(tmp_path: Path)
 def test_a_request_queued_at_sigterm_never_starts_a_cli(tmp_path: Path, upstream: FakeUpstream) -> None:
     env: dict[str, str | None] = {"CLAUDE_PROXY_SHUTDOWN_GRACE": str(GRACE), "CLAUDE_PROXY_MAX_CONCURRENCY": "1",
                                   "CLAUDE_PROXY_WARM_POOL_SIZE": "0"}
+    gate = uuid.uuid4().hex  # holds the running answer until the second request is in line and SIGTERM sent
     with proxy_process(tmp_path, env) as proxy:
         running = StreamRecord()
         first = threading.Thread(target=read_stream, args=(f"{proxy.url}{ANTHROPIC}", body_for(
-            ANTHROPIC, "[[slow:1.5]] [[echo]] one two three four five six", stream=True), running))
+            ANTHROPIC, f"[[gate:{gate}]] [[echo]] one two three four five six", stream=True), running))
         first.start()
         assert running.first_delta.wait(60)
         outcome: dict[str, int] = {}
@@ -148,6 +153,7 @@ def test_a_request_queued_at_sigterm_never_starts_a_cli(tmp_path: Path, upstream
         assert wait_until(lambda: proxy.metric("claude_proxy_queue_waiting") == 1)
         spawned_before = len(proxy.live_cli_children())
         proxy.sigterm()
+        upstream.open_gate(gate)
         first.join(timeout=SETTLE)
         second.join(timeout=SETTLE)
         assert running.error is None  # the running one finished within the grace period

@@ -90,9 +90,12 @@ def test_a_different_configuration_misses_and_keys_are_bounded(cli_env: Path) ->
 def test_idle_warm_processes_expire(cli_env: Path) -> None:
     with serve(make_settings(warm_pool_size=1, warm_pool_idle=1.0)) as running:
         ask(running)
-        assert wait_until(lambda: backend(running).pool.ready_count == 1)
-        assert wait_until(lambda: backend(running).pool.ready_count == 0)
-        assert wait_until(lambda: not cli_processes())
+        pool = backend(running).pool
+        # A replacement became ready (counted, since on a busy machine it may expire before a
+        # look at the pool could see it), then left the pool with no request taking it.
+        assert wait_until(lambda: pool.started == 1)
+        assert wait_until(lambda: pool.ready_count == 0 and not cli_processes())
+        assert pool.hits == 0 and pool.started == 1
 
 
 def test_pool_respects_the_concurrency_budget(cli_env: Path) -> None:

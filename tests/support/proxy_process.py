@@ -88,7 +88,7 @@ def serve_command(port: int, *args: str) -> list[str]:
 
 @contextmanager
 def proxy_process(
-    workdir: Path, env: dict[str, str | None] | None = None, args: tuple[str, ...] = (), ready_timeout: float = 30.0
+    workdir: Path, env: dict[str, str | None] | None = None, args: tuple[str, ...] = (), ready_timeout: float = 120.0
 ) -> Iterator[ProxyProcess]:
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()

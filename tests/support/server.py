@@ -35,7 +35,7 @@ def serve(settings: Settings | None = None, backend: ClaudeBackend | None = None
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60  # a hang guard: a busy machine can be slow to start a thread
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
