@@ -35,6 +35,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "claude_proxy"
 MAX_MODELS = 64
 OTHER = "other"
+NO_KEY = "-"
+"""The ``key`` label of requests made without an API key (no key name can start with "-")."""
 
 # Whole answers take seconds to minutes; first tokens arrive in well under a minute.
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -47,6 +49,10 @@ TOKEN_KINDS = {
     "cache_read_input_tokens": "cache_read",
     "cache_creation_input_tokens": "cache_creation",
 }
+
+
+# Refusals decided by the proxy before anything ran: not upstream errors.
+_NOT_UPSTREAM = frozenset({"key_limit", "account_limited"})
 
 
 class _BackendCollector(Collector):
@@ -132,6 +138,15 @@ class ProxyMetrics:
         self.warm_misses = Counter(f"{PREFIX}_warm_pool_misses",
                                    "Requests that found no pre-started CLI and started one, by model.",
                                    ["model"], registry=r)
+        # Per API key: key names come from whoever runs the proxy, never from clients.
+        self.key_requests = Counter(f"{PREFIX}_key_requests", "Model requests answered, by API key name and status.",
+                                    ["key", "status"], registry=r)
+        self.key_tokens = Counter(f"{PREFIX}_key_tokens", "Tokens reported by the upstream API, by API key name.",
+                                  ["key", "kind"], registry=r)
+        self.key_cost = Counter(f"{PREFIX}_key_cost_usd", "Cost reported by the Claude Code CLI, by API key name.",
+                                ["key"], registry=r)
+        self.key_limited = Counter(f"{PREFIX}_key_limited", "Requests refused by their API key's own limits.",
+                                   ["key"], registry=r)
         if backend is not None and admission is not None:
             r.register(_BackendCollector(backend, admission))
 
@@ -159,11 +174,24 @@ class ProxyMetrics:
                 self.tokens.labels(model=model, kind=kind).inc(count)
         if metrics.cost_usd is not None and metrics.cost_usd > 0:
             self.cost.labels(model=model).inc(metrics.cost_usd)
+        self._record_key(metrics)
         # model_used is set once the request is parsed and its model resolved, just before the
         # backend runs: an error after that came from the run (CLI, upstream, queue, client gone),
         # not from a malformed request.
-        if metrics.error_kind is not None and metrics.model_used:
+        if metrics.error_kind is not None and metrics.model_used and metrics.error_kind not in _NOT_UPSTREAM:
             self.upstream_errors.labels(kind=metrics.error_kind[:64]).inc()
+
+    def _record_key(self, metrics: RequestMetrics) -> None:
+        key = metrics.key_name or NO_KEY
+        self.key_requests.labels(key=key, status=str(metrics.status)).inc()
+        for usage_key, kind in TOKEN_KINDS.items():
+            count = metrics.usage.get(usage_key, 0)
+            if count > 0:
+                self.key_tokens.labels(key=key, kind=kind).inc(count)
+        if metrics.cost_usd is not None and metrics.cost_usd > 0:
+            self.key_cost.labels(key=key).inc(metrics.cost_usd)
+        if metrics.error_kind == "key_limit":
+            self.key_limited.labels(key=key).inc()
 
     def model_label(self, model: str) -> str:
         """A bounded label value for a model name."""

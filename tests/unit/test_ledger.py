@@ -285,7 +285,7 @@ def test_migration_from_v1_keeps_rows(db: Path) -> None:
     led.record(rec(time.time() + 1, request_id="new", client="openai-python"))
     led.close()
     with sqlite3.connect(db) as conn:
-        assert schema_version(conn) == SCHEMA_VERSION == 2
+        assert schema_version(conn) == SCHEMA_VERSION == 3
         rows = dict(conn.execute("SELECT request_id, client FROM requests").fetchall())
     assert rows == {"old": "unknown", "new": "openai-python"}
     reader = UsageLedger(str(db), 36500, writer=False)
@@ -383,7 +383,7 @@ def test_recent_is_latest_first_and_metadata_only(ledger: UsageLedger) -> None:
     assert set(latest[0].as_json()) == {
         "ts", "surface", "route", "model_requested", "model_used", "stream", "status", "error_kind",
         "duration_ms", "ttft_ms", "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
-        "cost_usd", "client", "request_id",
+        "cost_usd", "client", "request_id", "key_name",
     }
 
 
