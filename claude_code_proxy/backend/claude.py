@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -46,6 +46,7 @@ from claude_code_proxy.backend.options import (
 )
 from claude_code_proxy.backend.probe import probe_cli
 from claude_code_proxy.backend.process import AFTER_RESPONSE_S, Prepared, Processes
+from claude_code_proxy.backend.quota import account_limited_error
 from claude_code_proxy.backend.run_state import RunState, check_isolation, rate_limit_summary
 from claude_code_proxy.backend.warm_pool import WarmPool
 from claude_code_proxy.chat.answer import BackendItem, Completion
@@ -95,6 +96,9 @@ class ClaudeClient:
             raise ServiceUnavailableError("The proxy is shutting down.", retry_after=5)
         if not cli_usable(self.cli_path):
             raise ServiceUnavailableError(NOT_FOUND_HELP)
+        limited = account_limited_error(self.rate_limit)
+        if limited is not None:  # fail fast: a CLI started now would only be refused upstream
+            raise limited
 
     def stats(self) -> BackendStats:
         return BackendStats(spawned=self.spawned, warm_ready=self.pool.ready_count, rate_limit=self.rate_limit)
@@ -167,8 +171,7 @@ class ClaudeClient:
                 if isinstance(message, StreamEvent):
                     clock.event()
                 elif isinstance(message, RateLimitEvent):
-                    self.rate_limit = rate_limit_summary(message)
-                    state.rate_limit = self.rate_limit
+                    state.rate_limit = self._rate_limited(message)
                 for item in state.feed(message):
                     yield item
             completion = Completion(state.stop_reason, state.stop_sequence, state.usage, None, state.model,
@@ -187,10 +190,15 @@ class ClaudeClient:
                 slot.handed_off = True
                 last_words = None
                 if completion is not None and completion.pending and messages is not None:
-                    last_words = _read_cost(messages, completion)
+                    last_words = _read_cost(messages, completion, self._rate_limited)
                 self.processes.end(prepared, slot.release, last_words)
             elif completion is not None and completion.pending:
                 completion.settle(None)
+
+    def _rate_limited(self, event: RateLimitEvent) -> dict[str, Any]:
+        """Keep the account's latest rate-limit state (it may come before or after the answer)."""
+        self.rate_limit = rate_limit_summary(event)
+        return self.rate_limit
 
     async def _seed(
         self,
@@ -274,13 +282,18 @@ class _Slot:
             asyncio.get_running_loop().call_later(AFTER_RESPONSE_S, owner._refill, self.key, self.request)
 
 
-def _read_cost(messages: AsyncIterator[Any], completion: Completion) -> Any:
-    """The CLI's last words after a complete answer: its result, for the cost figure."""
+def _read_cost(
+    messages: AsyncIterator[Any], completion: Completion, on_rate_limit: Callable[[RateLimitEvent], object]
+) -> Any:
+    """The CLI's last words after a complete answer: its result, for the cost figure, and
+    any rate-limit event it sends on the way."""
     async def read() -> None:
         cost: float | None = None
         try:
             with anyio.move_on_after(RESULT_WAIT_S):
                 async for message in messages:
+                    if isinstance(message, RateLimitEvent):
+                        on_rate_limit(message)
                     if isinstance(message, ResultMessage):
                         if not message.is_error:
                             cost = message.total_cost_usd

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from claude_code_proxy import __version__
+from claude_code_proxy.backend import quota
 from claude_code_proxy.web.body import BackendDep
 
 router = APIRouter()
@@ -32,5 +33,14 @@ async def health(backend: BackendDep) -> dict[str, Any]:
         status = "not_logged_in"
     else:
         status = "ok"
-    # The subscription's latest rate-limit state the CLI reported (None until it reports one).
-    return {"status": status, "version": __version__, "cli": cli.as_json(), "rate_limit": backend.stats().rate_limit}
+    # The subscription's latest rate-limit state the CLI reported (None until it reports one),
+    # and the same as GET /v1/usage/quota shows it.
+    rate_limit = backend.stats().rate_limit
+    return {"status": status, "version": __version__, "cli": cli.as_json(), "rate_limit": rate_limit,
+            "quota": quota.report(rate_limit, cli)}
+
+
+@router.get("/v1/usage/quota")
+async def account_quota(backend: BackendDep) -> dict[str, Any]:
+    """The account's plan limits as this replica's login last reported them."""
+    return quota.report(backend.stats().rate_limit, await backend.status())

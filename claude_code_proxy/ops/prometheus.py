@@ -19,7 +19,9 @@ Nothing here holds prompt or answer text.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -28,6 +30,7 @@ from prometheus_client.registry import Collector
 from claude_code_proxy import __version__
 from claude_code_proxy.backend.admission import Admission
 from claude_code_proxy.backend.base import Backend
+from claude_code_proxy.backend.quota import limited_until
 from claude_code_proxy.ops.metrics import RequestMetrics
 
 # The classic text format (what ``generate_latest`` writes for legacy metric names).
@@ -100,6 +103,36 @@ class _BackendCollector(Collector):
                                          labels=["type"])
                 used.add_metric([kind[:64]], float(utilization))
                 yield used
+            yield from _quota_gauges(rate_limit)
+
+
+def _quota_gauges(rate_limit: dict[str, Any]) -> Iterable[Metric]:
+    """The account's plan windows, reset times and overage state (backend/quota.py)."""
+    limited = GaugeMetricFamily(f"{PREFIX}_quota_limited",
+                                "1 while the account's plan limit is reached (requests fail fast with 429).")
+    limited.add_metric([], 1.0 if limited_until(rate_limit, time.time()) is not None else 0.0)
+    yield limited
+    windows = {str(k)[:32]: w for k, w in (rate_limit.get("windows") or {}).items()}
+    kind = str(rate_limit.get("type") or "unknown")[:32]
+    if kind not in windows:
+        windows[kind] = {"utilization": rate_limit.get("utilization"), "resets_at": rate_limit.get("resets_at")}
+    used = GaugeMetricFamily(f"{PREFIX}_quota_window_utilization",
+                             "Fraction of each plan window used (0-1), as the CLI last reported it.", labels=["window"])
+    resets = GaugeMetricFamily(f"{PREFIX}_quota_window_resets_at_seconds",
+                               "When each plan window resets (Unix time).", labels=["window"])
+    for name, window in sorted(windows.items()):
+        if isinstance(window.get("utilization"), int | float):
+            used.add_metric([name], float(window["utilization"]))
+        if isinstance(window.get("resets_at"), int | float):
+            resets.add_metric([name], float(window["resets_at"]))
+    yield used
+    yield resets
+    overage = rate_limit.get("overage_status")
+    if overage:
+        info = GaugeMetricFamily(f"{PREFIX}_quota_overage_status",
+                                 "The account's extra-usage (overage) state (always 1).", labels=["status"])
+        info.add_metric([str(overage)[:32]], 1.0)
+        yield info
 
 
 class ProxyMetrics:
