@@ -21,6 +21,13 @@ run: install  ## run the server on 127.0.0.1:8000
 test: install  ## run the whole test suite
 	$(BIN)/python -m pytest
 
+# What the tests need from the system (Chromium for the dashboard test, PostgreSQL for the
+# replica tests), in one visible step.
+.PHONY: test-deps
+test: test-deps
+test-deps:  ## install the system tools the tests need (scripts/install-test-deps.sh)
+	scripts/install-test-deps.sh
+
 lint: install  ## lint and type-check
 	$(BIN)/ruff check claude_code_proxy tests bench
 	$(BIN)/mypy
