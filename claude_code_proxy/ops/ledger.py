@@ -1,13 +1,15 @@
-"""The local usage ledger: one row of metadata per request, in a SQLite file on this machine.
+"""The usage ledger: one row of metadata per request, in a SQLite file on this machine, or
+in the PostgreSQL database replicas share (storage/database.py; the SQL here is portable).
 
-What is stored is in ``UsageRecord``: times, surface, models, status, tokens, cost and a
-client name.  Never prompt or answer text, never keys, never the raw user agent.
+What is stored is in ``UsageRecord``: times, surface, models, status, tokens, cost, a
+client name and the API key's name.  Never prompt or answer text, never keys, never the
+raw user agent.
 
 Writes never block or fail a request: ``record()`` only puts the row on a bounded queue;
 one writer thread owns the write connection, commits in batches, purges rows older than
 the retention on start and then periodically.  A failed write is logged (metadata only)
 and counted in ``write_errors``; a full queue drops the row and counts it in ``dropped``.
-Queries open their own short-lived connection: WAL lets them read beside the writer.
+Queries open their own short-lived connection (on SQLite, WAL lets them read beside the writer).
 
 Buckets (``day``, ``hour``) are in the server's local time, which for a local proxy is
 the user's.  Percentiles are nearest-rank (p95 of 20 values is the 19th smallest).

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hmac
 
+import structlog
+
 from claude_code_proxy.accounts.keys import SETTING_KEY, ApiKey, digest
 from claude_code_proxy.accounts.limits import KeyCache
 from claude_code_proxy.config.settings import Settings, is_loopback
@@ -95,6 +97,8 @@ class SecurityMiddleware:
                 else:
                     scope["state"]["api_key"] = key
                     scope["state"]["metrics"].key_name = key.name
+                    # Every log line of the request carries the key's name (web/context.py unbinds it).
+                    structlog.contextvars.bind_contextvars(key=key.name)
         if error is not None:
             await self._refuse(scope, receive, send, error, cors)
             return
