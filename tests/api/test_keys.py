@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -278,3 +279,31 @@ def test_limits_round_trip_through_the_command(db: Path) -> None:
     assert found is not None
     [key] = KeyStore(found).list()
     assert key.limits == Limits(rpm=1, concurrency=2, tokens_per_day=3, usd_per_day=4.5, usd_per_month=6.0)
+
+
+def test_the_usage_command_filters_and_groups_by_key(db: Path) -> None:
+    from claude_code_proxy.ops import usage_cli
+    from claude_code_proxy.ops.ledger import UsageLedger
+    from tests.unit.test_ledger import rec
+
+    ledger = UsageLedger(str(db), 36500)
+    now = time.time()
+    for index in range(5):
+        ledger.record(rec(now - index, key_name="ci-bot" if index < 3 else "", input_tokens=10, request_id=f"r{index}"))
+    ledger.close()
+
+    def usage(*args: str) -> str:
+        out, err = io.StringIO(), io.StringIO()
+        parsed = build_parser().parse_args(["usage", "--db", str(db), *args])
+        assert usage_cli.run(parsed, out, err) == 0, err.getvalue()
+        return out.getvalue()
+
+    table = usage("--group-by", "key", "--recent", "5")
+    rows = {line.split()[0]: line.split()[1] for line in table.splitlines() if line.startswith(("ci-bot", "(none)"))}
+    assert rows == {"ci-bot": "3", "(none)": "2"}
+    assert "ci-bot" in table.split("latest requests:")[1]
+    only = usage("--key", "ci-bot", "--json")
+
+
+    report = json.loads(only)
+    assert report["key"] == "ci-bot" and report["totals"]["requests"] == 3 and report["totals"]["input_tokens"] == 30
