@@ -78,6 +78,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     change = actions.add_parser("set", help="change a key's limits")
     change.add_argument("name")
     _add_limit_flags(change)
+    for action in (add, listing, revoke, change):  # `keys add NAME --db URL` works too
+        action.add_argument("--db", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
