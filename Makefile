@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install run test lint typecheck bench clean
+.PHONY: install run test lint typecheck bench container-smoke clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +29,14 @@ test-deps:  ## install the system tools the tests need (scripts/install-test-dep
 	scripts/install-test-deps.sh
 
 lint: install  ## lint and type-check
-	$(BIN)/ruff check claude_code_proxy tests bench
+	$(BIN)/ruff check claude_code_proxy tests bench scripts
 	$(BIN)/mypy
 
 bench: install  ## side-by-side benchmark against the fake upstream (not part of the tests)
 	$(BIN)/python -m bench
+
+container-smoke: install  ## build the image and check `docker compose up` for real, with Podman (root; see docs/docker.md)
+	$(BIN)/python scripts/container_smoke.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -76,7 +76,7 @@ async def measure(args: argparse.Namespace, upstream_url: str, log: Any) -> dict
     meta: dict[str, Any] = {}
     direct = scenarios.DirectSDK()
     meta["max_concurrency"] = direct.settings.max_concurrency
-    meta["default_pool_size"] = direct.settings.warm_pool_size
+    meta["default_pool_size"] = direct.settings.pool_size
     cold = ProxyProcess(pool_size=0, label="cold")
     warm = ProxyProcess(pool_size=args.pool_size, label="warm")
     try:

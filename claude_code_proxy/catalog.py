@@ -1,7 +1,9 @@
 """Which model names the proxy accepts, and what each one means to the CLI.
 
 Accepted: the listed models, the CLI's aliases (opus, sonnet, haiku), any well-formed
-``claude-*`` id (passed through), and the configured alias table (OpenAI-style names).
+``claude-*`` id (passed through), and the configured alias table (OpenAI-style names),
+each also with the ``:latest`` tag the Ollama model list gives every name (clients such as
+GitHub Copilot take names from there and send them to the OpenAI surface).
 Anything else is "model not found" before a CLI is ever spawned.
 """
 
@@ -81,7 +83,7 @@ class ModelCatalog:
 
     def resolve(self, requested: str | None) -> str:
         """The name handed to the CLI for a requested model, or ModelNotFoundError."""
-        name = (requested or self.default_model).strip()
+        name = (requested or self.default_model).strip().removesuffix(":latest")
         lowered = name.lower()
         if lowered in self._aliases:
             name = self._aliases[lowered]

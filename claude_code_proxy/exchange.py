@@ -7,7 +7,8 @@ its renderer).  The path of every model request:
     route ─▶ exchange(): backend.ready() ─▶ admitted(): key limits, admission.enter() ─▶ backend.run(chat, ticket)
                  │            observe(): first token, completion, failure -> RequestMetrics
                  ├─ stream:  wait for the first item (early failures keep their status),
-                 │           then encoder frames over SSE; a later failure is an error frame
+                 │           then encoder frames over SSE (or the surface's own framing,
+                 │           Ollama's NDJSON); a later failure is an error frame
                  └─ collect: AnswerAccumulator -> Answer -> the surface's render()
 
 Either way the run is cancelled (and its CLI torn down) when the client disconnects.
@@ -35,6 +36,9 @@ from claude_code_proxy.web.sse import event_stream
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
+StreamResponse = Callable[[AsyncIterator[bytes], float], Response]
+"""(encoded frames, shutdown grace) -> the streaming response that carries them."""
+
 
 class StreamEncoder(Protocol):
     """A surface's stream encoder: synchronous, wire-ready frames, no I/O."""
@@ -59,8 +63,10 @@ async def exchange(
     stream: bool,
     encoder: Callable[[dict[str, str]], StreamEncoder],
     render: Callable[[Answer], dict[str, Any]],
+    stream_response: StreamResponse = event_stream,
 ) -> Response:
-    """Run ``chat`` and answer: a stream of ``encoder`` frames, or ``render(answer)``."""
+    """Run ``chat`` and answer: a stream of ``encoder`` frames (SSE unless the surface
+    passes its own ``stream_response``), or ``render(answer)``."""
     state = request.app.state
     backend: Backend = state.backend
     admission: Admission = state.admission
@@ -74,7 +80,7 @@ async def exchange(
     if stream:
         first = await first_item(request, items)
         metrics.stream_started = True
-        return event_stream(frames(chain(first, items), encoder(names)), state.settings.shutdown_grace)
+        return stream_response(frames(chain(first, items), encoder(names)), state.settings.shutdown_grace)
     return JSONResponse(render(await until_disconnect(request, lambda: collect(items, names))))
 
 
@@ -104,6 +110,7 @@ async def observe(
     """Pass the backend's items through, noting first token, completion and failure."""
     try:
         async for item in items:
+            metrics.first_item()
             if isinstance(item, Completion):
                 metrics.complete(item)
             elif metrics.ttft_ms is None and item.get("type") == "content_block_delta":

@@ -16,12 +16,15 @@ failures are raised as ``ClaudeProxyError``.  The pieces, each in its own module
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import structlog
 from claude_agent_sdk import (
     ClaudeSDKClient,
     ClaudeSDKError,
@@ -47,20 +50,22 @@ from claude_code_proxy.backend.options import (
 from claude_code_proxy.backend.probe import probe_cli
 from claude_code_proxy.backend.process import AFTER_RESPONSE_S, Prepared, Processes
 from claude_code_proxy.backend.quota import account_limited_error
+from claude_code_proxy.backend.reuse import interrupt, read_result, retire_reason, rewind
 from claude_code_proxy.backend.run_state import RunState, check_isolation, rate_limit_summary
 from claude_code_proxy.backend.warm_pool import WarmPool
 from claude_code_proxy.chat.answer import BackendItem, Completion
 from claude_code_proxy.chat.request import ChatRequest
 from claude_code_proxy.config.settings import Settings
-from claude_code_proxy.exceptions import ClaudeProxyError, ServiceUnavailableError
+from claude_code_proxy.exceptions import ClaudeProxyError, IsolationError, ServiceUnavailableError
 
+log = structlog.get_logger(__name__)
 RESULT_WAIT_S = 2.0
 """How long the CLI's result (its cost figure) is awaited after a complete answer."""
 STATUS_TTL_S = 300
 
 
 class ClaudeClient:
-    """Runs one fresh, locked-down CLI process per request."""
+    """Runs each request on a locked-down CLI process: pre-started, or reused after an exact reset."""
 
     def __init__(
         self, settings: Settings, admission: Admission, observer: BackendObserver | None = None
@@ -74,10 +79,12 @@ class ClaudeClient:
         self.rate_limit: dict[str, Any] | None = None
         """The subscription's latest rate-limit state the CLI reported (shown by /health)."""
         self.warm_starts = 0
+        self.reused = 0
+        """Requests served by a CLI that had answered before (reset by a rewind)."""
         self._status: CliStatus | None = None
         self._status_lock = asyncio.Lock()
         self.pool: WarmPool[Prepared] = WarmPool(
-            size=settings.warm_pool_size,
+            size=settings.pool_size,
             max_keys=settings.warm_pool_keys,
             idle_seconds=settings.warm_pool_idle,
             spawn=self._prepare,
@@ -145,7 +152,7 @@ class ClaudeClient:
 
     async def _run(self, request: ChatRequest, slot: _Slot) -> AsyncGenerator[BackendItem, None]:
         clock = Deadlines(self.settings, self.drain)
-        prepared = self.pool.take(slot.key)
+        prepared = self._take(slot.key)
         self.warm_starts += prepared is not None
         if self.pool.enabled:
             (self.observer.warm_hit if prepared is not None else self.observer.warm_miss)(request.model)
@@ -153,15 +160,19 @@ class ClaudeClient:
             self.pool.make_room()
         state = RunState(allowed_tools=allowed_tools(request), structured=request.output_schema is not None)
         completion: Completion | None = None
-        messages: AsyncIterator[Any] | None = None
+        failed = False
+        final = _user(request.messages[-1], should_query=True)
+        first_uuid: str = final["uuid"]
         try:
             with clock.scope() as scope:
                 if prepared is None:
                     prepared = await self._prepare(request)
                 client = prepared.client
-                messages = client.receive_messages().__aiter__()
-                await self._seed(client, messages, upstream_history(request), state.allowed_tools, request.model)
-                await client.query(_one(_user(request.messages[-1], should_query=True)))
+                messages = prepared.stream()
+                seeded = await self._seed(client, messages, upstream_history(request), state.allowed_tools,
+                                          request.model)
+                first_uuid = seeded or first_uuid
+                await client.query(_one(final))
             clock.check(scope)
             while not state.done:
                 try:
@@ -179,21 +190,45 @@ class ClaudeClient:
             slot.succeeded = True
             yield completion
         except CLINotFoundError:
+            failed = True
             raise ServiceUnavailableError(NOT_FOUND_HELP) from None
         except (CLIConnectionError, ClaudeSDKError):
+            failed = True
             raise ClaudeProxyError("The Claude Code CLI exited before it finished answering.") from None
+        except IsolationError:
+            failed = True  # never reused: it showed tools the proxy did not put there
+            raise
         finally:
-            # The answer is complete or abandoned: nothing more is wanted from this CLI (after
-            # max_tokens it would even start continuation requests). Never reused. Its slot
-            # goes with it: freed once the process is gone, not before.
+            # The answer is complete or abandoned; the slot goes with the CLI: freed once the
+            # CLI is back in the pool or gone, not before.
             if prepared is not None:
                 slot.handed_off = True
-                last_words = None
-                if completion is not None and completion.pending and messages is not None:
-                    last_words = _read_cost(messages, completion, self._rate_limited)
-                self.processes.end(prepared, slot.release, last_words)
+                self._leave(_Ending(prepared, slot, first_uuid, final["uuid"], completion), state, failed)
             elif completion is not None and completion.pending:
                 completion.settle(None)
+
+    def _leave(self, ending: _Ending, state: RunState, failed: bool) -> None:
+        """Decide what becomes of a CLI after its request: reset for the next one, or the end.
+
+        A clean end: its result (the cost) follows, then a reset.  An upstream error: the
+        result was read, reset.  Abandoned (client gone, deadline): stop the turn, then reset.
+        After max_tokens it would send continuation requests, and a CLI that failed or showed
+        unexpected tools is never trusted again: those end at once.
+        """
+        completion = ending.completion
+        if completion is not None and completion.pending:
+            ending.read_result = True
+        elif completion is None and state.done:
+            ending.prepared.cost_seen = state.result_cost or ending.prepared.cost_seen
+        elif completion is None and not failed:
+            ending.interrupt = True
+        else:
+            failed = True
+        ending.reuse = not failed and self._reusable(ending.prepared)
+        if ending.reuse or ending.read_result:
+            self.processes.background(functools.partial(self._after, ending))
+        else:
+            self.processes.end(ending.prepared, ending.slot.release)
 
     def _rate_limited(self, event: RateLimitEvent) -> dict[str, Any]:
         """Keep the account's latest rate-limit state (it may come before or after the answer)."""
@@ -207,14 +242,16 @@ class ClaudeClient:
         history: list[dict[str, Any]],
         allowed: frozenset[str],
         model_hint: str,
-    ) -> None:
+    ) -> str | None:
         """Write earlier turns as real history: gated user turns, then assistant turns.
 
         Assistant turns carry a message id and the model the CLI resolved (from its init
         report): without them the CLI treats the turn as foreign and drops its signed
-        thinking blocks, which upstream needs back when thinking is on.
+        thinking blocks, which upstream needs back when thinking is on.  Returns the uuid of
+        the first user turn written (where a rewind cuts back to), or None.
         """
         model = model_hint
+        first: str | None = None
         for turn in history:
             if turn["role"] == "assistant":
                 uses_tool = any(block.get("type") == "tool_use" for block in turn["content"])
@@ -233,7 +270,9 @@ class ClaudeClient:
                     "parent_tool_use_id": None,
                 }))
                 continue
-            await client.query(_one(_user(turn, should_query=False)))
+            message = _user(turn, should_query=False)
+            first = first or message["uuid"]
+            await client.query(_one(message))
             # Wait for the CLI's acknowledgement before writing the next item.
             async for reply in messages:
                 if isinstance(reply, SystemMessage) and reply.subtype == "init":
@@ -243,6 +282,54 @@ class ClaudeClient:
                     if reply.is_error:
                         raise ClaudeProxyError("The Claude Code CLI refused the conversation history.")
                     break
+        return first
+
+    async def _after(self, ending: _Ending) -> None:
+        """After a request: its result (the cost), then reset and back to the pool, or the end."""
+        prepared, completion = ending.prepared, ending.completion
+        reusable = ending.reuse
+        try:
+            if ending.read_result or ending.interrupt:
+                result = await (interrupt(prepared, RESULT_WAIT_S, self._rate_limited) if ending.interrupt
+                                else read_result(prepared.stream(), RESULT_WAIT_S, self._rate_limited))
+                total = None if result is None else result.total_cost_usd
+                if completion is not None:
+                    # The CLI's cost figure adds up over its life: this request's is the difference.
+                    ok = result is not None and not result.is_error and total is not None
+                    completion.settle(max(0.0, total - prepared.cost_seen) if ok and total is not None else None)
+                reusable = reusable and result is not None
+                if total is not None:
+                    prepared.cost_seen = total
+            prepared.uses += 1
+            if reusable and await rewind(prepared, ending.first_uuid, ending.last_uuid):
+                self._start_sweeper()  # idle CLIs in the pool expire
+                if self.pool.put(ending.slot.key, prepared):
+                    ending.slot.release(recycled=True)
+                    return
+        except Exception as exc:
+            log.warning("cli.after_request_failed", error_class=type(exc).__name__)
+        finally:
+            if completion is not None and completion.pending:
+                completion.settle(None)
+        self.processes.end(prepared, ending.slot.release)
+
+    def _reusable(self, prepared: Prepared) -> bool:
+        if not self.settings.cli_reuse or self.drain.draining or not self.pool.enabled:
+            return False
+        reason = retire_reason(prepared, self.settings)
+        if reason is not None:
+            log.debug("cli.retired", reason=reason, uses=prepared.uses)
+            return False
+        return True
+
+    def _take(self, key: str) -> Prepared | None:
+        """A ready CLI for ``key`` that may still serve (others are ended on the way), or None."""
+        while (prepared := self.pool.take(key)) is not None:
+            if prepared.uses == 0 or retire_reason(prepared, self.settings) is None:
+                self.reused += prepared.uses > 0
+                return prepared
+            self.processes.background(functools.partial(self.processes.dispose, prepared))
+        return None
 
     # -- the warm pool -----------------------------------------------------------------
     def _budget_left(self) -> int:
@@ -258,6 +345,23 @@ class ClaudeClient:
             self._sweeper = asyncio.get_running_loop().create_task(self.pool.sweep_forever())
 
 
+@dataclass
+class _Ending:
+    """How a request left its CLI, for deciding whether the CLI can serve again."""
+
+    prepared: Prepared
+    slot: _Slot
+    first_uuid: str
+    last_uuid: str
+    completion: Completion | None
+    read_result: bool = False
+    """A clean end: the CLI's result (the cost) follows."""
+    interrupt: bool = False
+    """Abandoned mid-turn: the turn must be stopped before a reset."""
+    reuse: bool = False
+    """It may serve another request once reset."""
+
+
 class _Slot:
     """A run's concurrency ticket; freeing it may start the configuration's replacement."""
 
@@ -270,48 +374,28 @@ class _Slot:
         self.succeeded = False
         """Only a configuration that just worked gets a replacement started."""
 
-    def release(self) -> None:
+    def release(self, *, recycled: bool = False) -> None:
+        """Free the slot; unless the CLI went back to the pool, start its replacement."""
         if self.ticket.released:
             return
         self.ticket.release()
         owner = self.owner
-        if self.succeeded and owner.pool.enabled and not owner.drain.draining:
+        if self.succeeded and not recycled and owner.pool.enabled and not owner.drain.draining:
             # The next request's process for this configuration starts once this one's CLI
             # is gone and the answer is out: it competes with no answer for CPU.
             owner._start_sweeper()
             asyncio.get_running_loop().call_later(AFTER_RESPONSE_S, owner._refill, self.key, self.request)
 
 
-def _read_cost(
-    messages: AsyncIterator[Any], completion: Completion, on_rate_limit: Callable[[RateLimitEvent], object]
-) -> Any:
-    """The CLI's last words after a complete answer: its result, for the cost figure, and
-    any rate-limit event it sends on the way."""
-    async def read() -> None:
-        cost: float | None = None
-        try:
-            with anyio.move_on_after(RESULT_WAIT_S):
-                async for message in messages:
-                    if isinstance(message, RateLimitEvent):
-                        on_rate_limit(message)
-                    if isinstance(message, ResultMessage):
-                        if not message.is_error:
-                            cost = message.total_cost_usd
-                        break
-        finally:
-            completion.settle(cost)
-
-    return read
-
-
 def _user(message: dict[str, Any], *, should_query: bool) -> dict[str, Any]:
+    # Every user message carries a uuid: a rewind names where to cut back to.
     out: dict[str, Any] = {
         "type": "user",
         "message": {"role": "user", "content": message["content"]},
         "parent_tool_use_id": None,
+        "uuid": str(uuid.uuid4()),
     }
     if not should_query:
-        out["uuid"] = str(uuid.uuid4())
         out["shouldQuery"] = False
     return out
 

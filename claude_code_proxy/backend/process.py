@@ -1,21 +1,24 @@
 """The CLI process life cycle: start, and one end-of-life path for every process.
 
-A process is started for one request (or pre-started by the warm pool) in a private
-directory.  However its request ends (answer complete, failure, client gone, deadline),
-``end()`` is the one way out: optionally read what the CLI still has to say (its cost
-figure), kill, reap, tell the owner the process is gone (its concurrency slot is freed
-only then), and remove the SDK client and directory shortly after, off the response path.
-``aclose()`` (server shutdown) ends every process still alive.
+A process is started for a request (or pre-started by the warm pool) in a private
+directory, and may serve further requests of its configuration (backend/reuse.py).
+However its life ends (retired, failure, client gone, deadline, shutdown), ``end()`` is
+the one way out: kill, reap, tell the
+owner the process is gone (its concurrency slot is freed only then), and remove the SDK
+client and directory shortly after, off the response path.  ``aclose()`` (server
+shutdown) ends every process still alive.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable, Coroutine
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +31,39 @@ AFTER_RESPONSE_S = 0.03
 
 @dataclass
 class Prepared:
-    """A started, initialized CLI and its private directory; used for one request only."""
+    """A started, initialized CLI and its private directory; one request at a time."""
 
     client: ClaudeSDKClient
     workdir: Path
+    started: float = field(default_factory=time.monotonic)
+    day: datetime.date = field(default_factory=datetime.date.today)
+    """The local date it started on: the CLI tells the model when the date changes, which a
+    fresh CLI never would, so a CLI is retired when the date moves on."""
+    uses: int = 0
+    """Requests it has served."""
+    cost_seen: float = 0.0
+    """Its cumulative cost figure after the last request (the CLI's totals never reset)."""
+    messages: AsyncIterator[Any] | None = None
+    """Its one message stream, opened at the first request and kept for the next."""
+
+    def stream(self) -> AsyncIterator[Any]:
+        if self.messages is None:
+            self.messages = self.client.receive_messages().__aiter__()
+        return self.messages
+
+    def rss_mib(self) -> float | None:
+        """Resident memory of the CLI process, where the platform tells (Linux)."""
+        process = process_of(self.client)
+        if process is None:
+            return None
+        try:
+            with open(f"/proc/{process.pid}/status", encoding="ascii") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+        except (OSError, ValueError):
+            return None
+        return None
 
 
 def process_of(client: ClaudeSDKClient) -> Any:
@@ -82,30 +114,16 @@ class Processes:
             raise
         return prepared
 
-    def end(
-        self,
-        prepared: Prepared,
-        on_reaped: Callable[[], None],
-        last_words: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
-        """The end of a process's life: ``last_words`` (if any) first, then kill and reap,
-        ``on_reaped``, and the client and directory removed just after.
-
-        Without last words the process is killed at once, before this returns.
-        """
-        if last_words is None:
-            _kill_now(prepared)
+    def end(self, prepared: Prepared, on_reaped: Callable[[], None]) -> None:
+        """The end of a process's life: killed now, reaped, ``on_reaped``, and its client and
+        directory removed just after."""
+        _kill_now(prepared)
 
         async def finish() -> None:
-            try:
-                if last_words is not None:
-                    with suppress(Exception):
-                        await last_words()
-            finally:
-                await _kill_and_reap(prepared)
-                on_reaped()
+            await _kill_and_reap(prepared)
+            on_reaped()
 
-        self._start(finish)
+        self.background(finish)
         self._later(lambda: self.dispose(prepared))
 
     async def dispose(self, prepared: Prepared) -> None:
@@ -114,7 +132,8 @@ class Processes:
             self._clients.discard(prepared.client)
             shutil.rmtree(prepared.workdir, ignore_errors=True)
 
-    def _start(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    def background(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``work`` as a task that shutdown waits for."""
         task = asyncio.get_running_loop().create_task(work())
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
@@ -129,7 +148,7 @@ class Processes:
 
         def start() -> None:
             self._pending.pop(handle, None)
-            self._start(work)
+            self.background(work)
 
         handle = loop.call_later(AFTER_RESPONSE_S, start)
         self._pending[handle] = start

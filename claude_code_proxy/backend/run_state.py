@@ -59,6 +59,8 @@ class RunState:
     structured_blocks: set[int] = field(default_factory=set)
     client_tool_calls: int = 0
     result_follows: bool = False
+    result_cost: float | None = None
+    """The cumulative cost figure of a result that ended the run early (an error)."""
 
     def feed(self, message: Any) -> list[BackendItem]:
         if isinstance(message, StreamEvent):
@@ -83,8 +85,10 @@ class RunState:
             return []
         if isinstance(message, ResultMessage):
             # A result before the answer's message_stop: the run failed (a success result
-            # always follows message_stop, where the run already ended).
+            # always follows message_stop, where the run already ended).  The CLI's turn is
+            # over: it could serve again once reset.
             self.done = True
+            self.result_cost = message.total_cost_usd
             if message.is_error or self.error_kind:
                 raise self._error(message)
             raise UpstreamError("The Claude Code CLI ended without an answer.")

@@ -1,14 +1,15 @@
-"""A pool of single-use, pre-started CLI processes, keyed by everything fixed at spawn time.
+"""A pool of ready CLI processes, keyed by everything fixed at spawn time.
 
-A request whose key has a ready process takes it (and nobody else ever will); a request
-without one starts its own (a cold start).  Either way a replacement for that key is
-started in the background, so a client that repeats its configuration (the same model,
-system prompt and tools every turn) gets warm starts from its second request on.
+A request whose key has a ready process takes it (one request at a time: nobody else has
+it meanwhile); a request without one starts its own (a cold start).  After the request the
+process comes back (``put``) once it has been reset exactly (backend/reuse.py), or, where it
+cannot serve again, a replacement for that key is started in the background (``refill``),
+so a client that repeats its configuration gets warm starts from its second request on.
 
 Bounds: at most ``size`` ready processes in all, at most ``max_keys`` distinct keys
-(least recently used evicted), each process lives ``idle_seconds`` at most, and the pool
+(least recently used evicted), each process idles ``idle_seconds`` at most, and the pool
 never starts a process when the running plus ready processes would exceed the budget the
-caller reports (the concurrency limit), so warm processes share the memory budget.
+caller reports (the concurrency limit), so ready processes share the memory budget.
 
 Generic over what a "process" is: the Claude client supplies ``spawn`` and ``dispose``.
 """
@@ -110,6 +111,22 @@ class WarmPool(Generic[T]):
         task = asyncio.get_running_loop().create_task(self._start(key, spec))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def put(self, key: str, item: T) -> bool:
+        """Return a used process that can serve again (reset to a fresh state by the caller).
+
+        False when the pool has no room for it: the caller ends it.  It becomes the key's
+        ready process; idle expiry counts from now.
+        """
+        if not self.enabled:
+            return False
+        self._expire()
+        self._touch(key)
+        if self.ready_count + self.starting_count >= self.size and not self._evict_other(key):
+            return False
+        self._ready.setdefault(key, []).append(_Ready(item, time.monotonic()))
+        self._ready.move_to_end(key)
+        return True
 
     def make_room(self) -> None:
         """Give a running request the budget a ready process holds (evict the oldest)."""

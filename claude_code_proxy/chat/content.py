@@ -100,6 +100,27 @@ def finish_conversation(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return messages
 
 
+def image_from_url(url: str, param: str) -> dict[str, Any]:
+    """An image block for an OpenAI-style image URL: a base64 data URL or a public http(s) URL."""
+    if url[:5].lower() == "data:":
+        header, sep, data = url[5:].partition(",")
+        media_type, _, encoding = header.partition(";")
+        media_type = media_type.strip().lower()
+        if not sep or encoding.strip().lower() != "base64":
+            raise InvalidRequestError(
+                "Image data URLs must be base64 encoded (data:image/png;base64,...).", param=param
+            )
+        if media_type not in IMAGE_MEDIA_TYPES:
+            raise InvalidRequestError(
+                f"Unsupported image type {media_type or 'none'!r}; use one of {', '.join(IMAGE_MEDIA_TYPES)}.",
+                param=param,
+            )
+        check_base64_image(data, param)
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    check_image_url(url, param)
+    return {"type": "image", "source": {"type": "url", "url": url}}
+
+
 def check_text(value: str, param: str) -> None:
     """Reject what would crash the CLI's transport: NUL bytes and lone surrogates."""
     if "\x00" in value:
@@ -126,6 +147,34 @@ def check_strings(value: Any, param: str) -> None:
 def clean_stop_sequences(stops: list[str] | None) -> list[str]:
     """Anthropic rejects empty or whitespace-only stop sequences: drop them."""
     return [s for s in (stops or []) if s.strip()]
+
+
+# OpenAI's reasoning effort -> a thinking budget (LiteLLM's table; Anthropic's minimum is 1024).
+THINKING_BUDGETS = {
+    "minimal": 1024,
+    "low": 1024,
+    "medium": 2048,
+    "high": 4096,
+    "xhigh": 8192,
+    "max": 16384,
+}
+MIN_THINKING_BUDGET = 1024
+
+
+def effort_thinking(
+    effort: str | None, explicit: int | None, default_max_tokens: int
+) -> tuple[int, dict[str, Any] | None]:
+    """``(max_tokens, thinking)`` for an OpenAI reasoning effort; the budget stays below max_tokens."""
+    if effort is None or effort == "none":
+        return explicit or default_max_tokens, None
+    tokens = THINKING_BUDGETS[effort]
+    if explicit is None:
+        # Room for the answer after the thinking (LiteLLM uses budget + 4096 too).
+        return max(default_max_tokens, tokens + default_max_tokens), {"type": "enabled", "budget_tokens": tokens}
+    tokens = min(tokens, explicit - 1)
+    if tokens < MIN_THINKING_BUDGET:
+        return explicit, None  # too small a max_tokens to think at all
+    return explicit, {"type": "enabled", "budget_tokens": tokens}
 
 
 def thinking_options(thinking: Any, max_tokens: int) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import json
+import os
 import shutil
 from functools import lru_cache
 from pathlib import Path
@@ -37,6 +38,7 @@ DEFAULT_MODEL_ALIASES = {
     "gpt-5": "opus",
     "gpt-5-mini": "sonnet",
     "gpt-5-nano": "haiku",
+    "gpt-5.5": "opus",  # Codex CLI's default profile (README: Codex CLI)
     "o1": "opus",
     "o3": "opus",
     "o3-mini": "sonnet",
@@ -100,7 +102,7 @@ class Settings(BaseSettings):
         2, ge=0, le=10, description="Retries the CLI itself makes on upstream 429/5xx (the proxy adds none)."
     )
     default_max_tokens: int = Field(
-        4096, ge=1, description="max_tokens used on the OpenAI surface when the client sends none."
+        4096, ge=1, description="max_tokens used on the OpenAI and Ollama surfaces when the client sends none."
     )
     max_tokens_limit: int = Field(128000, ge=1, description="Largest max_tokens a request may ask for.")
     cors_origins: Annotated[list[str], NoDecode] = Field(
@@ -122,11 +124,25 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(
         10.0, ge=0, description="Seconds in-flight requests get to finish after SIGTERM."
     )
-    warm_pool_size: int = Field(
-        2, ge=0, le=16, description="Pre-started single-use CLI processes kept ready (0 disables the pool)."
+    warm_pool_size: int | None = Field(
+        None, ge=0, le=64, description="CLI processes kept ready between requests, pre-started or reused "
+        "(0 disables the pool; empty: one per CPU core, since two busy CLIs fill two cores).",
     )
     warm_pool_keys: int = Field(4, ge=1, description="Distinct request configurations the warm pool keeps.")
     warm_pool_idle: float = Field(300.0, gt=0, description="Seconds an unused warm process lives.")
+    cli_reuse: bool = Field(
+        True, description="Reuse a CLI for further requests of the same configuration, reset exactly "
+        "between requests (false: every CLI serves one request).",
+    )
+    cli_max_requests: int = Field(200, ge=1, description="Requests one reused CLI serves before it is retired.")
+    cli_max_age: float = Field(3600.0, gt=0, description="Seconds a reused CLI lives before it is retired.")
+    cli_max_rss_mb: int = Field(1024, ge=64, description="Memory (RSS, MiB) beyond which a reused CLI is retired.")
+    response_store_max_entries: int = Field(
+        1000, ge=0, description="Responses kept in memory for previous_response_id (0 stores none)."
+    )
+    response_store_max_age: float = Field(
+        3600.0, gt=0, description="Seconds a stored response stays retrievable (memory only, never on disk)."
+    )
     usage_db: str = Field(
         "~/.local/share/claude-code-proxy/usage.db",
         description="SQLite file of the local usage ledger; empty disables the ledger.",
@@ -160,7 +176,7 @@ class Settings(BaseSettings):
         parsed = _split_mapping(value)
         return {**DEFAULT_MODEL_ALIASES, **parsed} if isinstance(parsed, dict) else parsed
 
-    @field_validator("api_key", "cli_path", "database_url", mode="before")
+    @field_validator("api_key", "cli_path", "warm_pool_size", "database_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -169,6 +185,13 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @property
+    def pool_size(self) -> int:
+        """``warm_pool_size``, or one per CPU core when unset."""
+        if self.warm_pool_size is not None:
+            return self.warm_pool_size
+        return max(2, min(16, os.cpu_count() or 2))
 
     def resolved_cli_path(self) -> str | None:
         """The CLI this proxy will run, or None when none can be found."""

@@ -42,6 +42,9 @@ class RequestMetrics:
     status: int = 0
     error_kind: str | None = None
     ttft_ms: float | None = None
+    first_item_at: float | None = None
+    """``perf_counter()`` when the backend's first item arrived (its CLI running, upstream answering)."""
+    first_token_at: float | None = None
     usage: dict[str, int] = field(default_factory=dict)
     cost_usd: float | None = None
     duration_ms: float = 0.0
@@ -55,9 +58,14 @@ class RequestMetrics:
     def is_model_call(self) -> bool:
         return bool(self.model_requested)
 
+    def first_item(self) -> None:
+        if self.first_item_at is None:
+            self.first_item_at = time.perf_counter()
+
     def first_token(self) -> None:
         if self.ttft_ms is None:
-            self.ttft_ms = round((time.perf_counter() - self.started) * 1000, 1)
+            self.first_token_at = time.perf_counter()
+            self.ttft_ms = round((self.first_token_at - self.started) * 1000, 1)
 
     def complete(self, completion: Completion) -> None:
         self.usage = dict(completion.usage)

@@ -38,6 +38,9 @@ class Surface:
     accepts_any_content_type: bool = False
     """Take a JSON body whatever its Content-Type (a browser's cross-site request is still
     refused by its Origin header)."""
+    exact_paths: frozenset[str] = frozenset()
+    """Single paths the surface owns outside its prefixes (Ollama's ``/``), so that owning
+    the root does not make every unknown path its own."""
 
     def routes(self) -> list[BaseRoute]:
         return list(self.router.routes)
@@ -56,6 +59,7 @@ class Registry:
         self.public_paths = frozenset().union(*(s.public_paths for s in self.surfaces))
         self.quiet_paths = frozenset().union(*(s.quiet_paths for s in self.surfaces))
         self.labels = tuple(dict.fromkeys(s.label for s in self.surfaces))
+        self._by_path = {path: s for s in self.surfaces for path in s.exact_paths}
         # Longest prefix first: /openai/v1/responses before /openai/v1, "/" last.
         self._by_prefix = sorted(
             ((prefix, s) for s in self.surfaces for prefix in s.prefixes), key=lambda item: -len(item[0])
@@ -63,6 +67,8 @@ class Registry:
 
     def for_path(self, path: str) -> Surface:
         """The surface that owns ``path``, or the default one (its error shape for a 404)."""
+        if path in self._by_path:
+            return self._by_path[path]
         for prefix, surface in self._by_prefix:
             if path == prefix or path.startswith(prefix.rstrip("/") + "/") or prefix == "/":
                 return surface
@@ -76,6 +82,8 @@ def default_surfaces() -> list[Surface]:
     """Every surface the proxy serves, in order; the first one's error shape is the default."""
     from claude_code_proxy.ops.routes import SURFACE as OPS
     from claude_code_proxy.surfaces.anthropic import SURFACE as ANTHROPIC
+    from claude_code_proxy.surfaces.ollama import SURFACE as OLLAMA
     from claude_code_proxy.surfaces.openai_chat import SURFACE as OPENAI_CHAT
+    from claude_code_proxy.surfaces.openai_responses import SURFACE as OPENAI_RESPONSES
 
-    return [ANTHROPIC, OPENAI_CHAT, OPS]
+    return [ANTHROPIC, OPENAI_CHAT, OPENAI_RESPONSES, OLLAMA, OPS]

@@ -3,7 +3,8 @@
 Wire formats (checked against the official SDKs):
 - Anthropic: ``event: <type>`` + ``data: <json>`` per event; the event line is
   mandatory, the Anthropic SDK skips frames without it.
-- OpenAI: ``data: <json>`` only, ending with ``data: [DONE]``.
+- OpenAI Chat Completions: ``data: <json>`` only, ending with ``data: [DONE]``.
+- OpenAI Responses: ``event: <type>`` + ``data: <json>`` like Anthropic's, never ``[DONE]``.
 Separators are ``\\n`` (sse-starlette defaults to ``\\r\\n``; both SDKs accept either,
 but ``\\n`` is what the vendors send).  Keep-alive pings are SSE comments, which both
 SDKs ignore.
@@ -32,6 +33,11 @@ def dumps(data: Any) -> str:
 # newline, so one ``data:`` line always holds the whole payload (the hot path of a stream).
 def anthropic_event(name: str, data: dict[str, Any]) -> bytes:
     return f"event: {name}\ndata: {dumps(data)}\n\n".encode()
+
+
+def named_event(name: str, data: dict[str, Any]) -> bytes:
+    """An OpenAI Responses frame: the same ``event:`` + ``data:`` pair as Anthropic's."""
+    return anthropic_event(name, data)
 
 
 def openai_data(data: dict[str, Any] | str) -> bytes:

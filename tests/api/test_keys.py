@@ -307,3 +307,18 @@ def test_the_usage_command_filters_and_groups_by_key(db: Path) -> None:
 
     report = json.loads(only)
     assert report["key"] == "ci-bot" and report["totals"]["requests"] == 3 and report["totals"]["input_tokens"] == 30
+
+
+async def test_stored_responses_are_scoped_by_named_key(db: Path) -> None:
+    first, second = add_key(db, "first"), add_key(db, "second")
+    async with client(app_for(db)) as http:
+        created = await http.post("/openai/v1/responses", json={"model": "gpt-4o", "input": "hi"},
+                                  headers=bearer(first))
+        assert created.status_code == 200, created.text
+        response_id = created.json()["id"]
+        assert (await http.get(f"/openai/v1/responses/{response_id}", headers=bearer(first))).status_code == 200
+        other = await http.get(f"/openai/v1/responses/{response_id}", headers=bearer(second))
+        assert other.status_code == 404
+        follow_up = await http.post("/openai/v1/responses", headers=bearer(second), json={
+            "model": "gpt-4o", "input": "and?", "previous_response_id": response_id})
+        assert follow_up.status_code == 404

@@ -1,4 +1,5 @@
-"""The warm pool: single-use pre-started CLIs, keyed by their spawn-time configuration."""
+"""The warm pool in single-use mode (cli_reuse=false): pre-started CLIs keyed by their spawn-time
+configuration, each used once.  Reuse is tested in test_reuse.py."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from tests.support.server import RunningServer, serve
 
 @pytest.fixture()
 def pooled(cli_env: Path) -> Iterator[RunningServer]:
-    with serve(make_settings(warm_pool_size=2, warm_pool_keys=2, max_concurrency=4)) as running:
+    with serve(make_settings(warm_pool_size=2, warm_pool_keys=2, max_concurrency=4, cli_reuse=False)) as running:
         yield running
 
 
@@ -74,7 +75,7 @@ def test_a_warm_process_is_used_once_then_replaced(pooled: RunningServer) -> Non
 
 
 def test_a_different_configuration_misses_and_keys_are_bounded(cli_env: Path) -> None:
-    with serve(make_settings(warm_pool_size=2, warm_pool_keys=1)) as running:
+    with serve(make_settings(warm_pool_size=2, warm_pool_keys=1, cli_reuse=False)) as running:
         ask(running, system="A")
         assert wait_until(lambda: backend(running).pool.ready_count == 1, timeout=10)
         ask(running, system="B")
@@ -107,7 +108,7 @@ def test_pool_respects_the_concurrency_budget(cli_env: Path) -> None:
 
 def test_shutdown_stops_ready_processes(cli_env: Path) -> None:
     before = request_dirs()
-    with serve(make_settings(warm_pool_size=2)) as running:
+    with serve(make_settings(warm_pool_size=2, cli_reuse=False)) as running:
         ask(running)
         assert wait_until(lambda: backend(running).pool.ready_count == 1, timeout=10)
         assert cli_processes()

@@ -68,7 +68,7 @@ class FakeUpstream:
         class Handler(_Handler):
             owner = upstream
 
-        self._server = ThreadingHTTPServer((self.host, 0), Handler)
+        self._server = ThreadingHTTPServer((self.host, self.port), Handler)  # port 0: any free one
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

@@ -69,3 +69,13 @@ def test_cli_path_auto_detects_the_bundled_cli(monkeypatch: pytest.MonkeyPatch) 
     assert path is not None and Path(path).name == "claude" and "_bundled" in path
     monkeypatch.setenv("CLAUDE_PROXY_CLI_PATH", "/opt/custom/claude")
     assert Settings(_env_file=None).resolved_cli_path() == "/opt/custom/claude"  # type: ignore[call-arg]
+
+
+def test_the_pool_follows_the_machine_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLAUDE_PROXY_WARM_POOL_SIZE", "")
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+    assert Settings(_env_file=None).pool_size == 6  # type: ignore[call-arg]
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert Settings(_env_file=None).pool_size == 2  # type: ignore[call-arg]
+    monkeypatch.setenv("CLAUDE_PROXY_WARM_POOL_SIZE", "0")
+    assert Settings(_env_file=None).pool_size == 0  # type: ignore[call-arg]

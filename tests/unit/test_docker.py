@@ -328,6 +328,9 @@ def test_healthcheck_is_stdlib_only_and_bounded(final: Stage) -> None:
     assert "urllib.request" in text and "/health/live" in text
     assert "ProxyHandler({})" in text  # never through an http_proxy from .env
     assert {"interval", "timeout", "retries", "start-period"} <= set(flags)
+    # A start period longer than the interval: Docker Engine 25+ then probes at its start interval
+    # (5 s) until the first success instead of waiting out the interval (docs/docker.md).
+    assert int(flags["start-period"].rstrip("s")) > int(flags["interval"].rstrip("s"))
     # The request gives up before Docker kills the check, so a hang reads as "unhealthy".
     request_timeout = re.search(r"timeout=(\d+)", text)
     assert request_timeout is not None
@@ -384,9 +387,14 @@ def test_port_is_published_on_loopback_only(service: dict[str, Any], final: Stag
     container_port = env_of(final)["CLAUDE_PROXY_PORT"]
     for port in ports:
         assert isinstance(port, str), "use the short syntax with an explicit host IP"
-        host_ip, _host_port, target = port.split(":")
-        assert host_ip == "127.0.0.1"
-        assert target == container_port == service["environment"]["CLAUDE_PROXY_PORT"]
+        # The host port may come from .env: ${NAME:-default}. Not a CLAUDE_PROXY_ name, which
+        # `doctor` would report as an unknown setting.
+        match = re.fullmatch(r"(?P<ip>[\d.]+):(?:\$\{(?P<var>\w+):-(?P<default>\d+)\}|\d+):(?P<target>\d+)", port)
+        assert match is not None, port
+        assert match["ip"] == "127.0.0.1"
+        assert match["target"] == container_port == service["environment"]["CLAUDE_PROXY_PORT"]
+        if match["var"]:
+            assert not match["var"].startswith("CLAUDE_PROXY_") and match["default"] == container_port
     assert "expose" not in service and service.get("network_mode") != "host"
 
 
@@ -408,16 +416,47 @@ def test_hardening(service: dict[str, Any], final: Stage) -> None:
     assert any(opt in ("no-new-privileges:true", "no-new-privileges") for opt in service["security_opt"])
     assert service["read_only"] is True
     assert service["mem_limit"] and int(service["pids_limit"]) > 0 and float(service["cpus"]) > 0
-    # tmpfs for /tmp, HOME and CLAUDE_CONFIG_DIR, owned by the image's user.
+    # tmpfs for /tmp, HOME and CLAUDE_CONFIG_DIR (see the next test for their options).
     env = env_of(final)
-    uid = final.all("USER")[-1].split(":")[0]
     tmpfs = {entry.split(":")[0]: entry.partition(":")[2] for entry in service["tmpfs"]}
     assert "/tmp" in tmpfs
     for path in (env["HOME"], env["CLAUDE_CONFIG_DIR"]):
         assert path in tmpfs, f"{path} is written by the CLI and must be a tmpfs"
-        assert f"uid={uid}" in tmpfs[path] and "mode=0700" in tmpfs[path]
     # Longer than the server's own drain, so SIGTERM's grace period is honoured.
     assert int(service["stop_grace_period"].rstrip("s")) > Settings.model_fields["shutdown_grace"].default
+
+
+# tmpfs options that both engines take: Docker passes size/mode/uid/gid/nr_* and mount flags to
+# the kernel and rejects anything else; Podman takes size, mode, its own extensions (U, tmpcopyup,
+# notmpcopyup) and mount flags, and rejects uid/gid ("unknown mount option").
+PORTABLE_TMPFS_OPTIONS = {"size", "mode", "ro", "rw", "exec", "noexec", "suid", "nosuid", "dev", "nodev"}
+
+
+def test_tmpfs_options_work_under_docker_and_podman(service: dict[str, Any], final: Stage) -> None:
+    env = env_of(final)
+    user = final.all("USER")[-1].split(":")[0]
+    tmpfs = {entry.split(":")[0]: entry.partition(":")[2] for entry in service["tmpfs"]}
+    for path, options in tmpfs.items():
+        names = {option.split("=")[0] for option in options.split(",")}
+        assert names <= PORTABLE_TMPFS_OPTIONS, f"{path}: {names - PORTABLE_TMPFS_OPTIONS} is not portable"
+    # Without uid=, a tmpfs belongs to root: the CLI's directories must be writable for all
+    # (sticky, like /tmp). Their mode is set twice, because runc gives a tmpfs the mode of the
+    # directory it covers and other runtimes the mount's mode=.
+    runs = " ".join(final.all("RUN"))
+    home = env["HOME"]
+    assert "mode=1777" in tmpfs[home] and "mode=1777" in tmpfs[env["CLAUDE_CONFIG_DIR"]]
+    assert re.search(rf"install -d -o {user} -g {user} -m 1777 {home}\b", runs), "HOME is not 1777 in the image"
+    # CLAUDE_CONFIG_DIR must not exist in the image: Podman would copy it into HOME's tmpfs with
+    # the umask applied (1755), and runc would give its tmpfs that mode.
+    assert env["CLAUDE_CONFIG_DIR"] not in runs
+
+
+def test_no_pip_or_setuptools_at_run_time(dockerfile: str, final: Stage) -> None:
+    """They only install: gone from the copied venv (builder) and from the base image's Python."""
+    builder = next(s for s in stages(dockerfile) if s.name == "builder")
+    uninstall = "pip uninstall --yes --quiet pip setuptools wheel"
+    assert uninstall in builder.all("RUN")[-1], "the builder's last step leaves pip in /opt/venv"
+    assert any(uninstall in step for step in final.all("RUN"))
 
 
 def test_no_docker_socket_and_no_host_config_dir(compose_text: str, service: dict[str, Any]) -> None:
@@ -471,7 +510,7 @@ def test_the_replicas_profile_is_postgres_two_replicas_and_a_balancer(compose: d
     assert port.startswith("127.0.0.1:") and port != "127.0.0.1:8000:8000"
 
 
-def test_replicas_share_the_database_and_each_has_its_own_login(compose: dict[str, Any], service: dict[str, Any]) -> None:
+def test_replicas_share_the_database_and_each_has_its_own_login(compose: dict[str, Any]) -> None:
     profile = replicas_of(compose)
     envs = [profile[name]["environment"] for name in ("replica-1", "replica-2")]
     urls = {env["CLAUDE_PROXY_DATABASE_URL"] for env in envs}

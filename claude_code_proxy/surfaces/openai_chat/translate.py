@@ -21,13 +21,12 @@ from typing import Any
 
 from claude_code_proxy.chat.answer import Answer
 from claude_code_proxy.chat.content import (
-    IMAGE_MEDIA_TYPES,
-    check_base64_image,
-    check_image_url,
     check_strings,
     check_text,
     clean_stop_sequences,
+    effort_thinking,
     finish_conversation,
+    image_from_url,
     merge_turns,
     sanitize_tool_id,
     thinking_options,
@@ -45,17 +44,6 @@ from claude_code_proxy.surfaces.openai_chat.models import (
     ToolMessage,
     UserMessage,
 )
-
-# reasoning_effort -> thinking budget (LiteLLM's table; Anthropic's minimum is 1024).
-THINKING_BUDGETS = {
-    "minimal": 1024,
-    "low": 1024,
-    "medium": 2048,
-    "high": 4096,
-    "xhigh": 8192,
-    "max": 16384,
-}
-MIN_THINKING_BUDGET = 1024
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -107,17 +95,7 @@ def max_tokens_and_thinking(
         if explicit is None and request.thinking.type == "enabled":
             max_tokens = max(max_tokens, request.thinking.budget_tokens + default_max_tokens)
         return max_tokens, thinking_options(request.thinking, max_tokens)
-    effort = request.reasoning_effort
-    if effort is None or effort == "none":
-        return explicit or default_max_tokens, None
-    tokens = THINKING_BUDGETS[effort]
-    if explicit is None:
-        # Room for the answer after the thinking (LiteLLM uses budget + 4096 too).
-        return max(default_max_tokens, tokens + default_max_tokens), {"type": "enabled", "budget_tokens": tokens}
-    tokens = min(tokens, explicit - 1)
-    if tokens < MIN_THINKING_BUDGET:
-        return explicit, None  # too small a max_tokens to think at all
-    return explicit, {"type": "enabled", "budget_tokens": tokens}
+    return effort_thinking(request.reasoning_effort, explicit, default_max_tokens)
 
 
 def translate_messages(request: ChatCompletionRequest) -> tuple[str | None, list[dict[str, Any]]]:
@@ -159,30 +137,9 @@ def user_blocks(message: UserMessage, param: str) -> list[dict[str, Any]]:
         if part.type == "text":
             blocks.extend(_text_blocks(part.text, part_param))
         elif part.type == "image_url":
-            blocks.append(image_block(part.image_url.url, f"{part_param}.image_url.url"))
+            blocks.append(image_from_url(part.image_url.url, f"{part_param}.image_url.url"))
         # input_audio and file parts are accepted and dropped (docs/compatibility.md).
     return blocks
-
-
-def image_block(url: str, param: str) -> dict[str, Any]:
-    """A data URL becomes a base64 image, an http(s) URL a URL image; nothing else."""
-    if url[:5].lower() == "data:":
-        header, sep, data = url[5:].partition(",")
-        media_type, _, encoding = header.partition(";")
-        media_type = media_type.strip().lower()
-        if not sep or encoding.strip().lower() != "base64":
-            raise InvalidRequestError(
-                "Image data URLs must be base64 encoded (data:image/png;base64,...).", param=param
-            )
-        if media_type not in IMAGE_MEDIA_TYPES:
-            raise InvalidRequestError(
-                f"Unsupported image type {media_type or 'none'!r}; use one of {', '.join(IMAGE_MEDIA_TYPES)}.",
-                param=param,
-            )
-        check_base64_image(data, param)
-        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
-    check_image_url(url, param)
-    return {"type": "image", "source": {"type": "url", "url": url}}
 
 
 def assistant_blocks(
