@@ -531,7 +531,7 @@ def test_replicas_are_hardened_like_the_proxy(compose: dict[str, Any], service: 
     for name in ("replica-1", "replica-2"):
         replica = replicas_of(compose)[name]
         for setting in ("image", "read_only", "tmpfs", "cap_drop", "security_opt", "mem_limit", "pids_limit",
-                        "stop_grace_period", "restart"):
+                        "stop_grace_period", "restart", "logging"):
             assert replica[setting] == service[setting], (name, setting)
 
 
