@@ -7,23 +7,17 @@
 # filesystem, as a non-root user, with tini as PID 1 reaping every CLI process.
 # For reproducible builds pin the base image by digest: python:3.11-slim@sha256:...
 
-# ---- 1. the dependency list, extracted from pyproject.toml --------------------------------
-# Only the generated requirements.txt leaves this stage; Docker checks a COPY by content, so an
-# edit to pyproject.toml that does not touch [project].dependencies keeps the install layer cached.
-FROM python:3.11-slim AS requirements
-WORKDIR /src
-COPY pyproject.toml ./
-RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('requirements.txt', 'w').write('\n'.join(deps) + '\n')"
-
-# ---- 2. build: dependencies (cached layer), then the package ------------------------------
+# ---- 1. build: the locked dependencies (cached layer), then the package -------------------
 FROM python:3.11-slim AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-COPY --from=requirements /src/requirements.txt /tmp/requirements.txt
+# The runtime lock: exact versions with checked hashes, the ones `make run` installs and the
+# tests run on. Docker checks a COPY by content, so only a lock change rebuilds this layer.
+COPY requirements/runtime.txt /tmp/requirements.txt
 # The claude-agent-sdk wheel carries the CLI (claude_agent_sdk/_bundled/claude): no Node stage.
-RUN pip install --no-cache-dir -r /tmp/requirements.txt
+RUN pip install --no-cache-dir --require-hashes -r /tmp/requirements.txt
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY claude_code_proxy ./claude_code_proxy
@@ -32,7 +26,7 @@ RUN pip install --no-cache-dir --no-deps . \
  && /opt/venv/lib/python3.11/site-packages/claude_agent_sdk/_bundled/claude --version \
  && python -m pip uninstall --yes --quiet pip setuptools wheel
 
-# ---- 3. runtime ---------------------------------------------------------------------------
+# ---- 2. runtime ---------------------------------------------------------------------------
 FROM python:3.11-slim AS runtime
 # tini is PID 1: it forwards SIGTERM to the server (graceful drain) and reaps orphaned CLI
 # processes. Its version follows the base image's Debian release.

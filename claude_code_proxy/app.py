@@ -107,6 +107,7 @@ def ledger_recorder(ledger: UsageLedger) -> Recorder:
             route=metrics.route,
             model_requested=metrics.model_requested,
             model_used=metrics.model_used,
+            model_resolved=metrics.model_resolved,
             stream=metrics.stream,
             status=metrics.status,
             error_kind=metrics.error_kind,

@@ -1,11 +1,17 @@
-"""The ``claude-code-proxy`` command: ``serve``, ``doctor``, ``usage`` and ``keys``."""
+"""claude-code-proxy: Anthropic- and OpenAI-compatible APIs for your own Claude account,
+served through the Claude Code CLI.
+
+Start with `serve`; sign the CLI in with `login` (or `setup-token`); `doctor` checks it all.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from contextlib import suppress
@@ -17,17 +23,21 @@ from uvicorn import Server as _UvicornServer
 from claude_code_proxy import __version__
 from claude_code_proxy.accounts import cli as keys_cli
 from claude_code_proxy.config.settings import is_loopback
-from claude_code_proxy.ops import doctor, usage_cli
+from claude_code_proxy.ops import doctor, login_cli, usage_cli
+from claude_code_proxy.web.listen import PortUnavailableError, open_listeners
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="claude-code-proxy", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="claude-code-proxy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the HTTP server")
     serve.add_argument("--host", help="address to bind (default from CLAUDE_PROXY_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default from CLAUDE_PROXY_PORT, 8000)")
     serve.add_argument("--reload", action="store_true", help="restart on code changes (development)")
+    login_cli.add_parsers(commands)
     doctor.add_parser(commands)
     usage_cli.add_parser(commands)
     keys_cli.add_parser(commands)
@@ -57,7 +67,15 @@ def serve(host: str | None, port: int | None, reload: bool) -> int:
     if problem:
         print(f"claude-code-proxy: {problem}", file=sys.stderr)
         return 2
+    # The port first: a busy one is a clear message now, not a traceback after startup.
+    try:
+        sockets = open_listeners(settings.host, settings.port)
+    except PortUnavailableError as exc:
+        print(f"claude-code-proxy: {exc}", file=sys.stderr)
+        return 1
     if reload:
+        for sock in sockets:
+            sock.close()  # the reloader binds its own, in its own process
         # The reloader builds the app in a fresh process from the environment.
         os.environ.update({f"CLAUDE_PROXY_{k.upper()}": str(v) for k, v in overrides.items()})
         uvicorn.run(
@@ -81,7 +99,7 @@ def serve(host: str | None, port: int | None, reload: bool) -> int:
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 3,
     )
     server = DrainingServer(config, on_exit=lambda: app.state.backend.begin_drain(settings.shutdown_grace))
-    server.run()
+    server.run(sockets=sockets)
     return 0
 
 
@@ -110,6 +128,16 @@ class DrainingServer(_UvicornServer):
         self._on_exit = on_exit
         self._drain_started = False
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if sockets and self.started:
+            # uvicorn names the address only for sockets it bound itself: say where to connect.
+            host = self.config.host
+            logging.getLogger("uvicorn.error").info(
+                "Listening on http://%s:%d (Press CTRL+C to quit)",
+                f"[{host}]" if ":" in host else host, self.config.port,
+            )
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self._drain_started:
             self._drain_started = True
@@ -125,7 +153,13 @@ class DrainingServer(_UvicornServer):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    if words[:1] == ["claude"]:
+        # Everything after `claude` is the CLI's, options and --help included.
+        return login_cli.run("claude", rest=words[1:])
+    args = build_parser().parse_args(words)
+    if args.command in ("login", "setup-token"):
+        return login_cli.run(args.command, args)
     if args.command == "serve":
         return serve(args.host, args.port, args.reload)
     if args.command == "doctor":

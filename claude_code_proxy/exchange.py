@@ -71,7 +71,7 @@ async def exchange(
     backend: Backend = state.backend
     admission: Admission = state.admission
     metrics: RequestMetrics = request.state.metrics
-    metrics.model_requested, metrics.stream, metrics.model_used = requested_model, stream, chat.model
+    metrics.model_requested, metrics.stream, metrics.model_resolved = requested_model, stream, chat.model
     names = tool_names(chat)
 
     backend.ready()

@@ -43,3 +43,6 @@ else
     echo "install-test-deps: installing postgresql"
     apt_install postgresql
 fi
+
+# -- Codex CLI (npm): tests/integration/test_codex_cli.py drives the real client ----------------
+./scripts/install-test-tools.sh

@@ -2,7 +2,7 @@
 # Installs the client tools the end-to-end tests drive, into the project's own .cache/:
 # OpenAI's Codex CLI from npm (tests/integration/test_codex_cli.py). Idempotent: a tool
 # already at the pinned version is left alone. Python test extras come from pyproject's
-# `dev` extra (`pip install -e '.[dev]'`), not from here.
+# `dev` extra, locked in requirements/dev.txt (`make install-dev`), not from here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -65,8 +65,8 @@ NOT_FOUND_HELP = (
     "or set CLAUDE_PROXY_CLI_PATH to a `claude` executable."
 )
 LOGIN_HELP = (
-    "The Claude Code CLI is not logged in. Run `claude` and use /login, or set "
-    "CLAUDE_CODE_OAUTH_TOKEN (from `claude setup-token`) or ANTHROPIC_API_KEY, then retry."
+    "The Claude Code CLI is not logged in. Run `claude-code-proxy login`, or set "
+    "CLAUDE_CODE_OAUTH_TOKEN (from `claude-code-proxy setup-token`) or ANTHROPIC_API_KEY, then retry."
 )
 
 

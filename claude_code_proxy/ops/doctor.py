@@ -44,12 +44,14 @@ CREDENTIAL_ENV = ("CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_AUT
 ENV_PREFIX = "CLAUDE_PROXY_"
 
 CLI_FIX = (
-    "Reinstall claude-code-proxy (`pip install --force-reinstall claude-code-proxy`; its "
-    "claude-agent-sdk dependency bundles the CLI) or set CLAUDE_PROXY_CLI_PATH to a `claude` executable."
+    "Reinstall the proxy (`make clean install` in its directory; its claude-agent-sdk dependency "
+    "bundles the CLI) or set CLAUDE_PROXY_CLI_PATH to a `claude` executable."
 )
 LOGIN_FIX = (
-    "Run `claude setup-token` and export the token as CLAUDE_CODE_OAUTH_TOKEN (with Docker: put it in .env), "
-    "or run `claude` and use /login (writes ~/.claude/.credentials.json), or set ANTHROPIC_API_KEY."
+    "Run `claude-code-proxy login` (the CLI's own sign-in, kept in CLAUDE_CONFIG_DIR, default ~/.claude), "
+    "or `claude-code-proxy setup-token` and export the token as CLAUDE_CODE_OAUTH_TOKEN "
+    "(with Docker Compose: `docker compose run --rm proxy setup-token`, then put it in .env), "
+    "or set ANTHROPIC_API_KEY."
 )
 ENV_FILE_HINT = (
     " Note: .env names {names}, but the proxy reads only CLAUDE_PROXY_* settings from .env; "
@@ -198,8 +200,8 @@ def check_login(status: CliStatus) -> Check:
         return Check("login", "Login", "skip", "skipped: no CLI to ask", details)
     if status.logged_in is None:
         return Check(
-            "login", "Login", "fail", "`claude auth status` gave no answer", details,
-            "Run the CLI's `auth status` by hand to see why; then " + LOGIN_FIX[0].lower() + LOGIN_FIX[1:],
+            "login", "Login", "fail", "the CLI's `auth status` gave no answer", details,
+            "Run `claude-code-proxy claude auth status` to see why; then " + LOGIN_FIX[0].lower() + LOGIN_FIX[1:],
         )
     if not status.logged_in:
         fix = LOGIN_FIX
@@ -403,7 +405,7 @@ async def check_live(client: ClaudeClient, settings: Settings, timeout: float) -
         elif exc.status_code == 504:
             fix = "Check the network path to the Anthropic API, then retry."
         else:
-            fix = "Run with --json for details, and check the CLI works by itself (`claude -p hi`)."
+            fix = "Run with --json for details, and check the CLI works by itself (`claude-code-proxy claude -p hi`)."
         return Check("live", "Live check", "fail", f"the request failed: {exc.message}", details, fix)
     elapsed = time.monotonic() - started
     details["seconds"] = round(elapsed, 3)

@@ -2,8 +2,11 @@
 in the PostgreSQL database replicas share (storage/database.py; the SQL here is portable).
 
 What is stored is in ``UsageRecord``: times, surface, models, status, tokens, cost, a
-client name and the API key's name.  Never prompt or answer text, never keys, never the
-raw user agent.
+client name and the API key's name.  Three model names: the one the client asked for
+(``model_requested``, also for a request rejected before it ran), the one the proxy resolved
+it to and handed the CLI (``model_resolved``: ``gpt-4o`` -> ``sonnet``), and the one that
+answered (``model_used``, the upstream's id; empty when no model answered).  Never prompt or
+answer text, never keys, never the raw user agent.
 
 Writes never block or fail a request: ``record()`` only puts the row on a bounded queue;
 one writer thread owns the write connection, commits in batches, purges rows older than
@@ -54,7 +57,7 @@ _BUCKET_SQL: dict[str, dict[str, str]] = {
     },
 }
 _GROUP_SQL: dict[str, str] = {
-    "model": "COALESCE(NULLIF(model_used, ''), model_requested)",
+    "model": "COALESCE(NULLIF(model_used, ''), NULLIF(model_resolved, ''), model_requested)",
     "surface": "surface",
     "key": "key_name",
 }
@@ -84,6 +87,7 @@ class UsageRecord:
     cost_usd: float | None
     client: str
     request_id: str
+    model_resolved: str = ""
     key_name: str = ""
     """The API key's name ("" without one, "default" for the CLAUDE_PROXY_API_KEY setting)."""
 
@@ -110,8 +114,9 @@ class Totals:
         return self.errors / self.requests if self.requests else 0.0
 
     def as_json(self) -> dict[str, Any]:
-        # Rounded so float sums print as the cents-and-fractions a person expects.
-        return {**asdict(self), "cost_usd": round(self.cost_usd, 6), "error_rate": round(self.error_rate, 6)}
+        # Rounded so float sums print cleanly, but only to nano-dollars: a request of a few
+        # tokens costs micro-dollars, which must not round away to zero.
+        return {**asdict(self), "cost_usd": round(self.cost_usd, 9), "error_rate": round(self.error_rate, 6)}
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ class RequestMetrics:
     ts: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
     model_requested: str = ""
+    model_resolved: str = ""
     model_used: str = ""
     stream: bool = False
     stream_started: bool = False
@@ -56,7 +57,12 @@ class RequestMetrics:
 
     @property
     def is_model_call(self) -> bool:
-        return bool(self.model_requested)
+        return bool(self.model_requested or self.model_resolved)
+
+    @property
+    def model_shown(self) -> str:
+        """The most precise name known: the model that answered, else what the request resolved to."""
+        return self.model_used or self.model_resolved or self.model_requested
 
     def first_item(self) -> None:
         if self.first_item_at is None:
@@ -107,7 +113,8 @@ class RequestMetrics:
         }
         if self.is_model_call:
             fields.update(
-                model=escape(self.model_requested), model_used=escape(self.model_used), stream=self.stream,
+                model=escape(self.model_requested), model_resolved=escape(self.model_resolved),
+                model_used=escape(self.model_used), stream=self.stream,
                 ttft_ms=self.ttft_ms, input_tokens=self.usage.get("input_tokens", 0),
                 output_tokens=self.usage.get("output_tokens", 0),
                 cache_read_tokens=self.usage.get("cache_read_input_tokens", 0),

@@ -200,7 +200,7 @@ class ProxyMetrics:
         self.latency.labels(route=route, surface=surface, stream=stream).observe(max(metrics.duration_ms, 0.0) / 1000)
         if metrics.ttft_ms is not None:
             self.ttft.labels(route=route, surface=surface, stream=stream).observe(max(metrics.ttft_ms, 0.0) / 1000)
-        model = self.model_label(metrics.model_used or metrics.model_requested)
+        model = self.model_label(metrics.model_shown)
         for key, kind in TOKEN_KINDS.items():
             count = metrics.usage.get(key, 0)
             if count > 0:
@@ -208,10 +208,11 @@ class ProxyMetrics:
         if metrics.cost_usd is not None and metrics.cost_usd > 0:
             self.cost.labels(model=model).inc(metrics.cost_usd)
         self._record_key(metrics)
-        # model_used is set once the request is parsed and its model resolved, just before the
-        # backend runs: an error after that came from the run (CLI, upstream, queue, client gone),
-        # not from a malformed request.
-        if metrics.error_kind is not None and metrics.model_used and metrics.error_kind not in _NOT_UPSTREAM:
+        # model_resolved is set once the request is parsed and its model resolved, just before the
+        # backend runs (model_used once a model answered): an error after that came from the run
+        # (CLI, upstream, queue, client gone), not from a malformed request.
+        if (metrics.error_kind is not None and (metrics.model_resolved or metrics.model_used)
+                and metrics.error_kind not in _NOT_UPSTREAM):
             self.upstream_errors.labels(kind=metrics.error_kind[:64]).inc()
 
     def _record_key(self, metrics: RequestMetrics) -> None:

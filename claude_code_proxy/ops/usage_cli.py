@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -83,8 +84,31 @@ def _ledger_location(override: str | None) -> tuple[str, int]:
 
 def _cell(name: str, value: Any) -> str:
     if name == "cost_usd":
-        return f"${value:,.4f}"
+        return format_cost(value)
     return f"{value:,}"
+
+
+def format_cost(value: float | None) -> str:
+    """Dollars with enough digits: cents and fractions, and below a cent two significant
+    digits, so a request of a few tokens never shows as $0.0000 (same rule as the dashboard)."""
+    if value is None:
+        return "-"
+    if value == 0:
+        return "$0.00"
+    if value >= 100:
+        return f"${value:,.0f}"
+    if value >= 1:
+        return f"${value:,.2f}"
+    digits = min(12, max(4, 1 - math.floor(math.log10(value))))
+    return f"${value:.{digits}f}"
+
+
+def model_cell(record: dict[str, Any]) -> str:
+    """What the client asked for, then what it resolved to (the model that answered, else the
+    name handed to the CLI) when that differs: ``gpt-4o -> claude-sonnet-4-5``."""
+    asked = record["model_requested"] or "-"
+    resolved = record["model_used"] or record.get("model_resolved") or ""
+    return asked if resolved in ("", asked) else f"{asked} -> {resolved}"
 
 
 def _ms(value: float | None) -> str:
@@ -121,11 +145,10 @@ def render(report: dict[str, Any]) -> str:
     if report["recent"]:
         out += ["", "latest requests:"]
         for rec in report["recent"]:
-            model = rec["model_used"] or rec["model_requested"]
             out.append(
                 f"  {_when(rec['ts'])}  {rec['surface']:<9}  {rec['key_name'] or '-':<12}  {rec['client']:<16}"
-                f"  {model:<20}  {rec['status']}"
-                f"  {_ms(rec['duration_ms']):>10}  {rec['input_tokens']:>7,} in  {rec['output_tokens']:>7,} out"
+                f"  {model_cell(rec):<32}  {rec['status']}  {_ms(rec['duration_ms']):>10}"
+                f"  {rec['input_tokens']:>7,} in  {rec['output_tokens']:>7,} out  {format_cost(rec['cost_usd']):>10}"
             )
     ledger = report["ledger"]
     if ledger["write_errors"] or ledger["dropped"]:

@@ -24,9 +24,14 @@
     if (n === null || n === undefined) return "–";
     return String(Math.round(n)).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
   }
+  // Cents and fractions; below a cent, two significant digits, so a request of a few tokens
+  // never shows as $0.0000 (the same rule as `claude-code-proxy usage`).
   function fmtCost(n) {
     if (n === null || n === undefined) return "–";
-    return "$" + (n >= 100 ? fmtInt(Math.round(n)) : n.toFixed(n >= 1 ? 2 : 4));
+    if (n === 0) return "$0.00";
+    if (n >= 100) return "$" + fmtInt(Math.round(n));
+    if (n >= 1) return "$" + n.toFixed(2);
+    return "$" + n.toFixed(Math.min(12, Math.max(4, 1 - Math.floor(Math.log10(n)))));
   }
   function fmtPct(rate) {
     return (rate * 100).toFixed(1) + "%";
@@ -186,7 +191,7 @@
   function drawRecent(records) {
     const body = document.getElementById("recent");
     body.replaceChildren();
-    if (!records.length) return emptyRow(body, 12, "No requests recorded yet.");
+    if (!records.length) return emptyRow(body, 13, "No requests recorded yet.");
     for (const r of records) {
       const row = document.createElement("tr");
       row.dataset.requestId = r.request_id;
@@ -194,8 +199,17 @@
       cell(row, r.surface);
       cell(row, r.key_name || "–", "client");
       cell(row, r.client, "client");
-      const model = r.model_used && r.model_used !== r.model_requested ? r.model_requested + " → " + r.model_used : r.model_requested;
-      cell(row, model, "model").title = model;
+      // What the client asked for, and what it resolved to: the model that answered, else
+      // (no model answered) the name handed to the CLI, else nothing (rejected before that).
+      const asked = r.model_requested || "–";
+      cell(row, asked, "model").title = asked;
+      const resolved = r.model_used || r.model_resolved || "";
+      const to = cell(row, resolved || "–", r.model_used ? "resolved" : "resolved unanswered");
+      to.title = r.model_used
+        ? "answered by " + r.model_used
+        : resolved
+          ? "resolved to " + resolved + "; no model answered"
+          : "rejected before its model was resolved";
       cell(row, r.stream ? "yes" : "no");
       cell(row, String(r.status) + (r.error_kind ? " " + r.error_kind : ""), r.status >= 400 ? "num status-err" : "num");
       cell(row, fmtMs(r.duration_ms), "num");

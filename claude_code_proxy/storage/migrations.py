@@ -41,7 +41,10 @@ SQLITE: Steps = (
     ),
     # v2: the client name; rows written before it read as "unknown".
     ("ALTER TABLE requests ADD COLUMN client TEXT NOT NULL DEFAULT 'unknown'",),
-    # v3: named API keys (digests only), the key's name on each request, and the shared
+    # v3: the model name the request resolved to (handed to the CLI). Older rows read as '':
+    # until v3, model_used held that name when no model answered, so theirs still show it.
+    ("ALTER TABLE requests ADD COLUMN model_resolved TEXT NOT NULL DEFAULT ''",),
+    # v4: named API keys (digests only), the key's name on each request, and the shared
     # state of per-key limits: admissions of the last minute, and running requests' leases.
     (
         "ALTER TABLE requests ADD COLUMN key_name TEXT NOT NULL DEFAULT ''",
@@ -88,6 +91,7 @@ POSTGRESQL: Steps = (
         "CREATE INDEX requests_ts ON requests (ts)",
     ),
     ("ALTER TABLE requests ADD COLUMN client TEXT NOT NULL DEFAULT 'unknown'",),
+    ("ALTER TABLE requests ADD COLUMN model_resolved TEXT NOT NULL DEFAULT ''",),
     (
         "ALTER TABLE requests ADD COLUMN key_name TEXT NOT NULL DEFAULT ''",
         "CREATE INDEX requests_key_ts ON requests (key_name, ts)",

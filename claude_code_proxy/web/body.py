@@ -16,6 +16,8 @@ from claude_code_proxy.exceptions import InvalidRequestError, TooManyMessagesErr
 from claude_code_proxy.web.errors import validation_error
 
 M = TypeVar("M", bound=BaseModel)
+MODEL_NAME_LIMIT = 256
+"""Longest model name kept in logs and the ledger (a name is client text)."""
 
 
 def get_settings(request: Request) -> Settings:
@@ -63,8 +65,18 @@ Hint = Callable[[dict[str, Any]], str | None]
 async def read_request(request: Request, settings: Settings, model: type[M], hint: Hint | None = None) -> M:
     """The body as ``model``: JSON object, message-count limit, then validation."""
     raw = await json_object(request)
+    note_requested_model(request, raw)
     enforce_limits(settings, raw)
     return parse(model, raw, hint)
+
+
+def note_requested_model(request: Request, body: dict[str, Any]) -> None:
+    """Record the model the client named before anything can fail, so a rejected request's
+    log line and ledger row still say what was asked for."""
+    metrics = getattr(request.state, "metrics", None)
+    named = body.get("model")
+    if metrics is not None and isinstance(named, str):
+        metrics.model_requested = named[:MODEL_NAME_LIMIT]
 
 
 def parse(model: type[M], body: dict[str, Any], hint: Hint | None = None) -> M:

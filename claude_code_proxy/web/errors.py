@@ -49,19 +49,22 @@ def error_response(registry: Registry, path: str, error: ClaudeProxyError, reque
 def field_path(loc: tuple[int | str, ...] | list[int | str]) -> str:
     """pydantic's error location as the client's field path.
 
-    Tagged-union errors insert the union member's tag (``messages.0.tool.tool_call_id``,
-    ``content.0.image.source``); the client never wrote that segment, so it is dropped: a
-    tag is a non-numeric segment that follows a list index and is itself followed by more.
+    Union errors insert the member's name (``messages.0.tool.tool_call_id``,
+    ``thinking.enabled.budget_tokens``, ``tool_choice.NamedToolChoice.function``); the
+    client never wrote that segment, so it is dropped.  A member name is a tag or a class
+    name that stands below the top level, is followed by more, and does not itself follow a
+    member name (the segment after one is the member's own field: ``image_url.image_url.url``).
     """
     parts = [str(p) for p in loc if p != "body"]
     out: list[str] = []
+    after_member = False
     for i, part in enumerate(parts):
-        after_index = i > 0 and (parts[i - 1].isdigit() or parts[i - 1] == "source")
-        if after_index and not part.isdigit() and i + 1 < len(parts) and _is_tag(part):
-            continue
         if "[" in part or part in ("str", "int", "float", "bool", "dict", "list"):
             continue  # union members named by type ("list[...]", "function-after[...]")
-        out.append(part)
+        member = i > 0 and i + 1 < len(parts) and not after_member and (_is_tag(part) or _is_class(part))
+        after_member = member
+        if not member:
+            out.append(part)
     return ".".join(out)
 
 
@@ -74,6 +77,11 @@ _TAGS = frozenset({
 
 def _is_tag(part: str) -> bool:
     return part in _TAGS
+
+
+def _is_class(part: str) -> bool:
+    """A model class name (wire fields are snake_case): a plain union's member."""
+    return part[:1].isupper() and part.isalnum()
 
 
 def validation_error(exc: ValidationError | RequestValidationError) -> InvalidRequestError:

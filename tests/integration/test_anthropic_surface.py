@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-import time
+import uuid
 from typing import Any
 
 import anthropic
@@ -15,6 +15,7 @@ import pytest
 from tests.support.bodies import client_turns, texts
 from tests.support.fake_upstream import DEFAULT_TEXT, FakeUpstream
 from tests.support.procs import cli_processes, request_dirs, wait_until, zombies
+from tests.support.proxy_process import post_and_leave
 from tests.support.server import RunningServer
 
 PNG_1PX = base64.b64encode(bytes.fromhex(
@@ -207,16 +208,17 @@ def test_stream_wire_format(anthropic_client: anthropic.Anthropic) -> None:
     assert "thinking_delta" in deltas and "signature_delta" in deltas and "text_delta" in deltas
 
 
-def test_stream_is_token_level_not_buffered(anthropic_client: anthropic.Anthropic) -> None:
-    started = time.monotonic()
-    arrivals = []
+def test_stream_is_token_level_not_buffered(anthropic_client: anthropic.Anthropic, upstream: FakeUpstream) -> None:
+    gate = uuid.uuid4().hex
     with anthropic_client.messages.stream(model="sonnet", max_tokens=200,
-                                          messages=[{"role": "user", "content": "[[slow:3]]"}]) as stream:
-        for _ in stream.text_stream:
-            arrivals.append(time.monotonic() - started)
-    assert len(arrivals) >= 5
-    # The first token arrives long before the last one: the proxy forwards deltas as they come.
-    assert arrivals[-1] - arrivals[0] > 1.5
+                                          messages=[{"role": "user", "content": f"[[gate:{gate}]]"}]) as stream:
+        tokens = iter(stream.text_stream)
+        first = next(tokens)
+        # The first token is here while upstream still holds back the rest: nothing is buffered.
+        assert upstream.held_at_gate(gate)
+        upstream.open_gate(gate)
+        rest = "".join(tokens)
+    assert first + rest == DEFAULT_TEXT and rest
 
 
 # -- errors ------------------------------------------------------------------------------
@@ -353,27 +355,31 @@ def test_health_reports_cli_and_login(server: RunningServer) -> None:
 
 # -- process hygiene --------------------------------------------------------------------
 
-def test_disconnect_mid_stream_reaps_the_cli(server: RunningServer) -> None:
+def test_disconnect_mid_stream_reaps_the_cli(server: RunningServer, upstream: FakeUpstream) -> None:
     before_dirs = request_dirs()
+    marker = uuid.uuid4().hex
     with httpx.stream("POST", f"{server.url}/v1/messages", timeout=30, json={
         "model": "sonnet", "max_tokens": 500, "stream": True,
-        "messages": [{"role": "user", "content": "[[slow:20]] " + "word " * 60}],
+        "messages": [{"role": "user", "content": f"[[slow:20]] [[echo]] {marker} " + "word " * 60}],
     }) as response:
         for line in response.iter_lines():
             if "text_delta" in line:
                 break
         assert cli_processes(), "the CLI should be running mid-stream"
-    assert wait_until(lambda: not cli_processes(), timeout=2.0), f"CLI still running: {cli_processes()}"
-    assert wait_until(lambda: request_dirs() <= before_dirs, timeout=2.0), request_dirs() - before_dirs
-    assert not zombies()
+    assert wait_until(lambda: not cli_processes()), f"CLI still running: {cli_processes()}"
+    # Killed mid-answer, not left to read its 20 s answer to the end.
+    assert wait_until(lambda: upstream.was_cut_short(marker)), "the CLI read its answer to the end"
+    assert wait_until(lambda: request_dirs() <= before_dirs), request_dirs() - before_dirs
+    assert wait_until(lambda: not zombies()), "a dead CLI was never reaped"
 
 
-def test_disconnect_while_not_streaming_reaps_the_cli(server: RunningServer) -> None:
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{server.url}/v1/messages", timeout=1.5, json={
-            "model": "sonnet", "max_tokens": 500, "messages": [{"role": "user", "content": "[[slow:20]] a b c d"}],
-        })
-    assert wait_until(lambda: not cli_processes(), timeout=2.5), "CLI still running after the client left"
+def test_disconnect_while_not_streaming_reaps_the_cli(server: RunningServer, upstream: FakeUpstream) -> None:
+    marker = uuid.uuid4().hex
+    body = {"model": "sonnet", "max_tokens": 500,
+            "messages": [{"role": "user", "content": f"[[slow:20]] [[echo]] {marker} " + "word " * 60}]}
+    post_and_leave(server.port, "/v1/messages", body, lambda: upstream.received(marker))
+    assert wait_until(lambda: not cli_processes()), "CLI still running after the client left"
+    assert wait_until(lambda: upstream.was_cut_short(marker)), "the CLI read its answer to the end"
 
 
 def test_no_session_transcripts_are_written(anthropic_client: anthropic.Anthropic, cli_env: Any) -> None:

@@ -17,8 +17,12 @@ from tests.support.fake_upstream import DEFAULT_TEXT, FakeUpstream
 from tests.support.server import RunningServer
 
 BINARY = codex_binary()
-pytestmark = pytest.mark.skipif(
-    BINARY is None, reason="Codex CLI is not installed: run scripts/install-test-tools.sh")
+
+
+@pytest.fixture(autouse=True)
+def _codex_is_installed() -> None:
+    # Not a skip: `make test` installs it first (make test-deps), so its absence is a defect.
+    assert BINARY is not None, "Codex CLI is not installed: run `make test-deps` (scripts/install-test-deps.sh)"
 
 
 def system_text(body: dict[str, object]) -> str:

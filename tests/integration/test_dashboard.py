@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import os
 import re
 import shutil
 import subprocess
@@ -18,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from claude_code_proxy.ops import usage
 from claude_code_proxy.ops.ledger import UsageLedger, UsageRecord
 from tests.conftest import make_settings
+from tests.support.fake_upstream import FakeUpstream
 from tests.support.server import RunningServer, serve
 
 DASH = "\u2013"  # what the page shows for "no value"
@@ -38,19 +39,10 @@ CHROMIUM_FLAGS = [
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """Debian's chromium, installed here when missing."""
+    """Chromium, installed by the test setup step (``make test-deps``), never by a test."""
     found = shutil.which("chromium")
     if found is None:
-        for command in (["apt-get", "install", "-y", "chromium"], ["apt-get", "update"],
-                        ["apt-get", "install", "-y", "chromium"]):
-            result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False,
-                                    stdin=subprocess.DEVNULL,
-                                    env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-            found = shutil.which("chromium")
-            if found or (command[1] == "install" and result.returncode == 0):
-                break
-    if found is None:
-        pytest.skip("chromium is not installed and `apt-get install -y chromium` failed")
+        pytest.fail("chromium is not installed: run `make test-deps` (scripts/install-test-deps.sh) first")
     return found
 
 
@@ -65,6 +57,7 @@ class Page:
     hours: dict[int, int] = field(default_factory=dict)
     models: list[tuple[str, list[str]]] = field(default_factory=list)
     recent: list[str] = field(default_factory=list)
+    recent_cells: dict[str, list[str]] = field(default_factory=dict)
 
 
 class _DomReader(HTMLParser):
@@ -89,6 +82,8 @@ class _DomReader(HTMLParser):
             self.page.models.append(self.model_row)
         if tag == "tr" and a.get("data-request-id") is not None:
             self.page.recent.append(str(a["data-request-id"]))
+            self.model_row = (str(a["data-request-id"]), [])
+            self.page.recent_cells[self.model_row[0]] = self.model_row[1]
         if tag not in ("meta", "link", "input", "br", "line", "rect"):
             self.stack.append((tag, a, []))
 
@@ -254,7 +249,7 @@ def test_dashboard_with_an_empty_ledger(chromium: str, tmp_path: Path) -> None:
     assert script_errors(page.log) == []
     assert page.ids["status"]["data-state"] == "ok"
     assert page.metrics["today.requests"] == "0"
-    assert page.metrics["today.cost_usd"] == "$0.0000"
+    assert page.metrics["today.cost_usd"] == "$0.00"
     assert page.metrics["today.duration_ms.p50"] == DASH
     assert "No requests recorded yet." in page.texts["recent"]
 
@@ -310,3 +305,55 @@ def test_dashboard_shows_keys_and_the_account_quota(chromium: str, tmp_path: Pat
     assert "(no key)" in groups
     options = re.findall(r'<option value="([^"]*)"', page.dom)
     assert options[0] == "" and {"ci-bot", "laptop"} <= set(options)
+
+
+def test_latest_requests_show_the_model_asked_for_and_what_it_resolved_to(
+    chromium: str, tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """Failed requests too: never an empty model; and a cheap request's cost is not $0.0000."""
+    with serve(make_settings(usage_db=str(tmp_path / "usage.db"))) as running:
+        gpt = openai.OpenAI(base_url=f"{running.url}/openai/v1", api_key="x", max_retries=0,
+                            _strict_response_validation=True)
+
+        def ask(request_id: str, model: str, text: str) -> None:
+            gpt.chat.completions.create(model=model, messages=[{"role": "user", "content": text}],
+                                        extra_headers={"x-request-id": request_id})
+
+        with pytest.raises(openai.NotFoundError):
+            ask("req-unknown", "gpt-9-nonexistent", "hi")
+        # Rejected before its model is resolved (raw, since the SDK itself refuses such a max_tokens).
+        body = {"model": "haiku", "max_tokens": 10**9, "messages": [{"role": "user", "content": "hi"}]}
+        limited = httpx.post(f"{running.url}/v1/messages", headers={"x-request-id": "req-limit"}, json=body)
+        assert limited.status_code == 400 and limited.json()["type"] == "error"
+        with pytest.raises(openai.APIStatusError):
+            ask("req-failed", "gpt-4o", "[[error:529]]")
+        ask("req-ok", "gpt-4o", "hi")
+        answered_by = upstream.requests[-1].body["model"]
+        assert len(upstream.requests) == 2  # the rejected requests never reached a CLI
+        app: Any = running.app
+        assert app.state.ledger.flush()
+        report = httpx.get(f"{running.url}/usage", params={"recent": 10}).json()
+        page = browse(chromium, f"{running.url}/dashboard", tmp_path / "profile", "--dump-dom")
+        shot = tmp_path / "latest.png"  # kept for a person to look at
+        browse(chromium, f"{running.url}/dashboard", tmp_path / "profile-shot", "--window-size=1400,1500",
+               f"--screenshot={shot}")
+
+    assert script_errors(page.log) == []
+    rows = {rec["request_id"]: rec for rec in report["recent"]}
+    assert (rows["req-unknown"]["model_requested"], rows["req-unknown"]["model_resolved"]) == ("gpt-9-nonexistent", "")
+    assert (rows["req-failed"]["model_resolved"], rows["req-failed"]["model_used"]) == ("sonnet", "")
+    assert (rows["req-ok"]["model_resolved"], rows["req-ok"]["model_used"]) == ("sonnet", answered_by)
+
+    # Columns: time, surface, key, client, model, resolved to, stream, status, ..., cost.
+    shown = {rid: (cells[4], cells[5], cells[7].split()[0]) for rid, cells in page.recent_cells.items()}
+    assert shown["req-unknown"] == ("gpt-9-nonexistent", DASH, "404")
+    assert shown["req-limit"] == ("haiku", DASH, "400")
+    assert shown["req-failed"][:2] == ("gpt-4o", "sonnet") and shown["req-failed"][2] != "200"
+    assert shown["req-ok"] == ("gpt-4o", answered_by, "200")
+
+    cost = rows["req-ok"]["cost_usd"]
+    assert cost is not None and 0 < cost < 0.01, cost  # a few tokens: a fraction of a cent
+    text = page.recent_cells["req-ok"][-1]
+    assert number(text) > 0, text
+    assert_shows(text, cost)
+    assert abs(number(text) - cost) / cost < 0.05, (text, cost)  # two significant digits, not $0.0000

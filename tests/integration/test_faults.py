@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from tests.conftest import make_settings
 from tests.support.fake_cli import make_fake_cli, spawn_count
 from tests.support.fake_upstream import DEFAULT_TEXT, FakeUpstream
 from tests.support.procs import cli_processes, request_dirs, wait_until, zombies
+from tests.support.proxy_process import post_and_leave
 from tests.support.server import RunningServer, serve
 
 ANTHROPIC = "/v1/messages"
@@ -68,7 +70,7 @@ def fake_server(directory: Path, mode: str, **overrides: Any) -> Iterator[Runnin
     with serve(make_settings(cli_path=str(cli), **overrides)) as running:
         yield running
     # Only after a passing body (an exception skips this): no fake CLI outlived the server.
-    assert wait_until(lambda: not cli_processes(), timeout=10), "a fake CLI outlived its request"
+    assert wait_until(lambda: not cli_processes()), "a fake CLI outlived its request"
 
 
 
@@ -151,20 +153,20 @@ def test_cli_crash_mid_stream_ends_with_an_error_frame_and_leaks_nothing(tmp_pat
         error = assert_truncated_stream(path, streamed, "tok0 tok1 tok2")
         assert error["message"]
         assert_clean(streamed.text, str(tmp_path))
-        assert wait_until(lambda: not cli_processes(), timeout=2)
+        assert wait_until(lambda: not cli_processes())
 
         response = post(server, path, body_for(path))
         assert 500 <= response.status_code < 600 and response.status_code != 501, response.text
         assert_error_shape(path, response.json())
         assert_clean(response.text, str(tmp_path))
         assert "tok0" not in response.text
-        assert wait_until(lambda: not cli_processes(), timeout=2)
+        assert wait_until(lambda: not cli_processes())
 
         make_fake_cli(cli_dir, "ok")  # the same path now answers normally: the server recovered
         response = post(server, path, body_for(path))
         assert response.status_code == 200, response.text
         assert "tok0 tok1 tok2" in response.text
-        assert not zombies()
+        assert wait_until(lambda: not zombies()), "a dead CLI was never reaped"
 
 
 # -- deadlines (8, 9) -------------------------------------------------------------------------
@@ -176,51 +178,61 @@ FIRST = 1.5
 @pytest.mark.parametrize("path", SURFACES)
 def test_no_first_event_is_504_at_the_first_event_deadline(tmp_path: Path, mode: str, path: str) -> None:
     cli_dir = tmp_path / "cli"
-    with fake_server(cli_dir, mode, first_event_timeout=FIRST, idle_timeout=30) as server:
+    # The other deadlines are far away: only the first-event deadline can end these requests,
+    # and its error says it was that one (no clock margin a busy machine could eat).
+    with fake_server(cli_dir, mode, first_event_timeout=FIRST, idle_timeout=60, request_timeout=120) as server:
         for stream in (False, True):
             before = spawned(server)
             started = time.monotonic()
-            response = post(server, path, body_for(path, stream=stream), timeout=30)
+            response = post(server, path, body_for(path, stream=stream), timeout=60)
             elapsed = time.monotonic() - started
             assert response.status_code == 504, (stream, response.text)
             error = assert_error_shape(path, response.json())
             assert error["type"] == ("timeout_error" if path == ANTHROPIC else "timeout")
-            assert abs(elapsed - FIRST) <= 0.7, f"504 after {elapsed:.2f} s, deadline {FIRST} s"
+            assert error["message"] == f"The model did not start answering within {FIRST:g} s.", error
+            assert elapsed >= FIRST, f"504 after {elapsed:.2f} s, before the {FIRST} s deadline"
             assert spawned(server) == before + 1, "exactly one CLI: the proxy never retries"
             assert_clean(response.text)
-            assert wait_until(lambda: not cli_processes(), timeout=3), "the hung CLI was not torn down"
+            assert wait_until(lambda: not cli_processes()), "the hung CLI was not torn down"
         assert spawn_count(cli_dir) == 2
 
 
 @pytest.mark.parametrize("path", SURFACES)
 def test_a_stall_mid_stream_ends_with_an_error_event_after_the_idle_deadline(tmp_path: Path, path: str) -> None:
     idle = 1.5
-    with fake_server(tmp_path / "cli", "stall", first_event_timeout=20, idle_timeout=idle) as server:
-        streamed = post_stream(server, path, body_for(path, stream=True), timeout=30)
+    stalled = f"The answer stalled for more than {idle:g} s."
+    with fake_server(tmp_path / "cli", "stall", first_event_timeout=60, idle_timeout=idle,
+                     request_timeout=120) as server:
+        streamed = post_stream(server, path, body_for(path, stream=True), timeout=60)
         error = assert_truncated_stream(path, streamed, "tok0 tok1")
         assert error["type"] == ("timeout_error" if path == ANTHROPIC else "timeout")
-        last_delta = max(t for line, t in zip(streamed.lines, streamed.times, strict=True) if "tok1" in line)
-        gap = streamed.times[-1] - last_delta
-        assert abs(gap - idle) <= 0.7, f"error {gap:.2f} s after the last delta, idle deadline {idle} s"
-        assert wait_until(lambda: not cli_processes(), timeout=3)
+        assert error["message"] == stalled, error  # the idle deadline, not the first-event or total one
+        assert streamed.times[-1] >= idle
+        assert wait_until(lambda: not cli_processes())
 
         started = time.monotonic()
-        response = post(server, path, body_for(path), timeout=30)
+        response = post(server, path, body_for(path), timeout=60)
         assert response.status_code == 504, response.text
-        assert time.monotonic() - started < idle + 3
-        assert wait_until(lambda: not cli_processes(), timeout=3)
+        assert assert_error_shape(path, response.json())["message"] == stalled
+        assert time.monotonic() - started >= idle
+        assert wait_until(lambda: not cli_processes())
 
 
 def test_the_total_deadline_is_504(tmp_path: Path) -> None:
-    with fake_server(tmp_path / "cli", "slow", first_event_timeout=20, idle_timeout=20,
-                     request_timeout=1.5) as server:
+    # "trickle" streams a token every 0.3 s for a minute: only the total deadline ends it, and
+    # its first token comes long before that deadline even on a busy machine.
+    total = 4.0
+    took_too_long = f"The request took longer than {total:g} s."
+    with fake_server(tmp_path / "cli", "trickle", first_event_timeout=60, idle_timeout=60,
+                     request_timeout=total) as server:
         started = time.monotonic()
-        response = post(server, ANTHROPIC, body_for(ANTHROPIC), timeout=30)
+        response = post(server, ANTHROPIC, body_for(ANTHROPIC), timeout=60)
         assert response.status_code == 504, response.text
-        assert abs(time.monotonic() - started - 1.5) <= 0.7
-        streamed = post_stream(server, OPENAI, body_for(OPENAI, stream=True), timeout=30)
-        assert_truncated_stream(OPENAI, streamed, "tok0")
-        assert streamed.elapsed < 1.5 + 0.7
+        assert assert_error_shape(ANTHROPIC, response.json())["message"] == took_too_long
+        assert time.monotonic() - started >= total
+        streamed = post_stream(server, OPENAI, body_for(OPENAI, stream=True), timeout=60)
+        assert assert_truncated_stream(OPENAI, streamed, "tok0")["message"] == took_too_long
+        assert streamed.elapsed >= total
 
 
 # -- fail closed on an unexpected tool surface (37) -------------------------------------------
@@ -229,7 +241,6 @@ def test_the_total_deadline_is_504(tmp_path: Path) -> None:
 def test_an_init_with_tools_fails_closed_and_kills_the_cli(tmp_path: Path, path: str) -> None:
     with fake_server(tmp_path / "cli", "init_with_tools", first_event_timeout=20) as server:
         for stream in (False, True):
-            started = time.monotonic()
             if stream:
                 streamed = post_stream(server, path, body_for(path, stream=True), timeout=30)
                 status, text = streamed.status, streamed.text
@@ -243,12 +254,14 @@ def test_an_init_with_tools_fails_closed_and_kills_the_cli(tmp_path: Path, path:
                 status, text = response.status_code, response.text
                 assert 500 <= status < 600, text
                 assert_error_shape(path, response.json())
-            assert time.monotonic() - started < 10, "the refusal must not wait for the CLI"
+            # Refused for what the CLI reported, not after waiting for it (its first-event
+            # deadline would be a 504 and the fake CLI sleeps 30 s before anything else).
+            assert "did not allow" in text, text
             assert "tok0" not in text and DEFAULT_TEXT not in text
             assert "Bash" not in text or "tool" in text.lower()
             assert_clean(text)
             # The fake CLI would sleep 30 s: it must be killed, not waited for.
-            assert wait_until(lambda: not cli_processes(), timeout=3)
+            assert wait_until(lambda: not cli_processes())
 
 
 # -- a missing or unusable CLI (10) -------------------------------------------------------------
@@ -304,7 +317,7 @@ def test_missing_credentials_with_the_real_cli_is_a_503_saying_how_to_log_in(
                 assert "login" in message or "log in" in message, error["message"]
                 assert_clean(response.text, str(empty))
         assert upstream.messages_calls == [], "no credentials: nothing may reach upstream"
-        assert wait_until(lambda: not cli_processes(), timeout=3)
+        assert wait_until(lambda: not cli_processes())
 
 
 # -- upstream 429 through the real CLI (7) ---------------------------------------------------------
@@ -336,24 +349,26 @@ SLOW = "[[slow:20]] [[echo]] " + "word " * 60
 
 @pytest.mark.parametrize("path", SURFACES)
 @pytest.mark.parametrize("stream", [True, False])
-def test_a_client_disconnect_reaps_the_cli_within_2_seconds(server: RunningServer, path: str, stream: bool) -> None:
+def test_a_client_disconnect_reaps_the_cli_mid_answer(
+    server: RunningServer, upstream: FakeUpstream, path: str, stream: bool
+) -> None:
     before_dirs = request_dirs()
+    marker = uuid.uuid4().hex
+    text = f"{SLOW} {marker}"
     if stream:
-        with httpx.stream("POST", f"{server.url}{path}", json=body_for(path, SLOW, stream=True),
+        with httpx.stream("POST", f"{server.url}{path}", json=body_for(path, text, stream=True),
                           timeout=30) as response:
             for line in response.iter_lines():
                 if "word" in line:
                     break
             assert cli_processes(), "the CLI should be running mid-stream"
-        left = time.monotonic()
-    else:
-        with pytest.raises(httpx.ReadTimeout):
-            post(server, path, body_for(path, SLOW), timeout=2.5)
-        left = time.monotonic()
-    assert wait_until(lambda: not cli_processes(), timeout=2.0), f"CLI still running: {cli_processes()}"
-    assert time.monotonic() - left <= 2.5
-    assert wait_until(lambda: request_dirs() <= before_dirs, timeout=2.0), request_dirs() - before_dirs
-    assert not zombies()
+    else:  # leave once the answer is under way upstream
+        post_and_leave(server.port, path, body_for(path, text), lambda: upstream.received(marker))
+    assert wait_until(lambda: not cli_processes()), f"CLI still running: {cli_processes()}"
+    # Killed, not left to finish: upstream saw its reader leave in the middle of the 20 s answer.
+    assert wait_until(lambda: upstream.was_cut_short(marker)), "the CLI read its answer to the end"
+    assert wait_until(lambda: request_dirs() <= before_dirs), request_dirs() - before_dirs
+    assert wait_until(lambda: not zombies()), "a dead CLI was never reaped"
     # The slot is free again: a normal request goes through.
     assert post(server, path, body_for(path)).status_code == 200
 
@@ -364,8 +379,9 @@ def test_a_disconnect_reaps_a_cli_that_is_not_answering(tmp_path: Path, mode: st
         for path in SURFACES:
             with pytest.raises(httpx.ReadTimeout):
                 post(server, path, body_for(path, stream=mode == "stall"), timeout=1.5)
-            assert wait_until(lambda: not cli_processes(), timeout=2.0), mode
-            assert not zombies()
+            # The fake CLI would sit there for ten minutes: gone means killed.
+            assert wait_until(lambda: not cli_processes()), mode
+            assert wait_until(lambda: not zombies()), f"{mode}: a killed CLI was never reaped"
 
 
 # -- bad input never 500s and never spawns (17-21) ----------------------------------------------
@@ -521,14 +537,15 @@ def test_a_200_kb_system_prompt_reaches_upstream(server: RunningServer, upstream
 
 
 @pytest.mark.parametrize("path", SURFACES)
-def test_ten_thousand_messages_are_refused_fast(server: RunningServer, path: str) -> None:
+def test_ten_thousand_messages_are_refused_before_any_is_read(server: RunningServer, path: str) -> None:
     before = spawned(server)
-    turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"m{i}"} for i in range(10_000)]
-    started = time.monotonic()
-    response = post(server, path, {**body_for(path), "messages": turns}, timeout=30)
-    assert time.monotonic() - started < 2.0
+    turns: list[Any] = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"m{i}"} for i in range(10_000)]
+    # One message in the middle is invalid: had the messages been validated one by one first,
+    # the answer would be a 400 naming it; the count is checked on the raw body instead.
+    turns[5000] = {"role": "robot", "content": 42}
+    response = post(server, path, {**body_for(path), "messages": turns}, timeout=60)
     assert response.status_code == 413, response.text
     error = assert_error_shape(path, response.json())
-    assert "messages" in error["message"]
+    assert "messages" in error["message"] and "5000" not in error["message"]
     assert spawned(server) == before
     assert httpx.get(f"{server.url}/health/live", timeout=5).status_code == 200

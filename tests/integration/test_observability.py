@@ -108,7 +108,7 @@ def test_metrics_count_requests_tokens_and_latency_on_both_surfaces(own_server: 
     assert total(after, "claude_proxy_upstream_errors_total", kind="rate_limit_error") == 1
 
     # Nothing runs now (a CLI counts until it is reaped, a few ms after its answer).
-    assert wait_until(lambda: total(scrape(own_server.url), "claude_proxy_cli_processes_running") == 0, timeout=3)
+    assert wait_until(lambda: total(scrape(own_server.url), "claude_proxy_cli_processes_running") == 0)
     assert total(after, "claude_proxy_queue_waiting") == 0
     assert total(after, "claude_proxy_cli_processes_limit") >= 1
     assert total(after, "claude_proxy_cli_spawned_total") == own_server.app.state.backend.spawned >= 5  # type: ignore[attr-defined]
@@ -125,10 +125,8 @@ def test_cli_processes_gauge_sees_a_running_request(own_server: RunningServer) -
                 break
         assert total(scrape(own_server.url), "claude_proxy_cli_processes_running") == 1
         assert "message_stop" in "".join(lines)
-    deadline = time.monotonic() + 20
-    while total(scrape(own_server.url), "claude_proxy_cli_processes_running") != 0:
-        assert time.monotonic() < deadline, "the running gauge never went back to 0"
-        time.sleep(0.1)
+    assert wait_until(lambda: total(scrape(own_server.url), "claude_proxy_cli_processes_running") == 0), \
+        "the running gauge never went back to 0"
 
 
 def test_metrics_need_the_api_key_when_one_is_set(cli_env: Path) -> None:
@@ -160,8 +158,7 @@ def test_health_shows_the_rate_limit_the_cli_reported(tmp_path: Path) -> None:
         assert total(samples, "claude_proxy_rate_limit_status", type="five_hour", status="allowed_warning") == 1
         assert total(samples, "claude_proxy_rate_limit_utilization", type="five_hour") == pytest.approx(0.8)
         # The cost figure follows the answer by a few milliseconds (the CLI's result).
-        assert wait_until(lambda: total(scrape(running.url), "claude_proxy_cost_usd_total") == pytest.approx(0.0001),
-                          timeout=3)
+        assert wait_until(lambda: total(scrape(running.url), "claude_proxy_cost_usd_total") == pytest.approx(0.0001))
 
 
 def test_a_rejected_rate_limit_is_a_429_that_health_explains(tmp_path: Path) -> None:
@@ -211,14 +208,15 @@ def test_request_id_is_echoed_and_every_request_logs_one_json_line(tmp_path: Pat
         assert generated.status_code == 400 and generated.headers["x-request-id"].startswith("req_")
         usage = sent.json()["usage"]
 
-        deadline = time.monotonic() + 10
-        while True:
+        wanted = {"obs-plain-1", "obs-stream-2", generated.headers["x-request-id"]}
+
+        def logged() -> dict[Any, Any]:
             lines = json_lines(proxy.logs())
-            by_id = {line.get("request_id"): line for line in lines if line.get("event") == "request"}
-            if {"obs-plain-1", "obs-stream-2", generated.headers["x-request-id"]} <= set(by_id):
-                break
-            assert time.monotonic() < deadline, proxy.logs()
-            time.sleep(0.1)
+            return {line.get("request_id"): line for line in lines if line.get("event") == "request"}
+
+        assert wait_until(lambda: wanted <= set(logged())), proxy.logs()
+        by_id = logged()
+        lines = json_lines(proxy.logs())
 
         plain = by_id["obs-plain-1"]
         assert LOG_FIELDS <= set(plain), set(plain)

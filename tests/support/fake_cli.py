@@ -9,8 +9,10 @@ stream-json protocol (initialize, gated history, one answer) and misbehaves as a
     hang               initializes, then never sends an event
     stall              two deltas, then silence
     retry_forever      api_retry system messages, never an answer
-    init_with_tools    reports a Bash tool and an MCP server at init
+    init_with_tools    reports a Bash tool and an MCP server at init, then sleeps
     slow               ten deltas 0.3 s apart
+    trickle            a delta every 0.3 s for a minute (only a total deadline ends it)
+    gated              waits until a file ``open`` exists beside it (``open_gate``), then answers
     ratelimit_warning  a rate_limit_event (allowed_warning, 80 % used), then a normal answer
     ratelimit_rejected a rate_limit_event (rejected), then a 429 error result
 
@@ -111,7 +113,7 @@ for line in sys.stdin:
         continue
     if MODE == "init_with_tools":
         init(tools=["Bash"], servers=[{{"name": "evil", "status": "connected"}}])
-        time.sleep(30)
+        time.sleep(600)
         continue
     init()
     if MODE == "crash_mid_stream":
@@ -132,6 +134,14 @@ for line in sys.stdin:
             time.sleep(0.5)
     elif MODE == "slow":
         deltas(10, delay=0.3)
+        finish()
+    elif MODE == "trickle":
+        deltas(200, delay=0.3)
+        finish()
+    elif MODE == "gated":
+        while not os.path.exists(os.path.join(HERE, "open")):
+            time.sleep(0.02)
+        deltas(10)
         finish()
     elif MODE == "ratelimit_rejected":
         rate_limit("rejected", 1.0)
@@ -161,6 +171,11 @@ def make_fake_cli(directory: Path, mode: str, resets_at: int = 0) -> Path:
     path.write_text(f"#!{sys.executable}\n{body}")
     path.chmod(0o755)
     return path
+
+
+def open_gate(directory: Path) -> None:
+    """Let every ``gated`` fake CLI in ``directory`` (waiting or still to come) answer."""
+    (directory / "open").touch()
 
 
 def spawn_count(directory: Path) -> int:

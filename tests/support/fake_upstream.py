@@ -10,6 +10,7 @@ directives found in the text of the last user turn, so a test can script the mod
     [[tool:NAME {json}]]  a tool_use block (repeatable: parallel calls)
     [[error:STATUS]]      an HTTP error (429 carries retry-after: 7)
     [[slow:SECONDS]]      spread the text deltas over SECONDS
+    [[gate:NAME]]         send the first text delta, then hold the rest until open_gate(NAME)
     [[hang]]              accept the request, then never answer
     [[drop]]              send a few deltas, then cut the connection
     [[long:N]]            N tokens of text, cut at max_tokens
@@ -51,12 +52,16 @@ class FakeUpstream:
     """The server and its request log; use as a context manager."""
 
     requests: list[Recorded] = field(default_factory=list)
+    cut_short: list[str] = field(default_factory=list)
+    """The last user text of each answer whose reader left before its end (a CLI killed mid-answer)."""
     host: str = "127.0.0.1"
     port: int = 0
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _gates: dict[str, threading.Event] = field(default_factory=dict)
+    _held: set[str] = field(default_factory=set)
 
     @property
     def url(self) -> str:
@@ -95,6 +100,41 @@ class FakeUpstream:
     def clear(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.cut_short.clear()
+
+    def note_cut_short(self, body: dict[str, Any]) -> None:
+        with self._lock:
+            self.cut_short.append(last_user_text(body))
+
+    def gate(self, name: str) -> threading.Event:
+        with self._lock:
+            return self._gates.setdefault(name, threading.Event())
+
+    def open_gate(self, name: str) -> None:
+        self.gate(name).set()
+
+    def held_at_gate(self, name: str) -> bool:
+        """An answer is waiting at gate ``name`` now, its first delta sent, the rest held."""
+        with self._lock:
+            return name in self._held
+
+    def hold(self, name: str) -> None:
+        with self._lock:
+            self._held.add(name)
+        try:
+            self.gate(name).wait(60)
+        finally:
+            with self._lock:
+                self._held.discard(name)
+
+    def received(self, marker: str) -> bool:
+        """A messages call whose last user turn contains ``marker`` arrived."""
+        return any(marker in last_user_text(r.body) for r in self.messages_calls)
+
+    def was_cut_short(self, marker: str) -> bool:
+        """The answer to the call carrying ``marker`` lost its reader before its end."""
+        with self._lock:
+            return any(marker in text for text in self.cut_short)
 
     @property
     def messages_calls(self) -> list[Recorded]:
@@ -187,7 +227,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.path.startswith("/v1/messages"):
             self._json(404, {"type": "error", "error": {"type": "not_found_error", "message": "not found"}})
             return
-        self._answer(body)
+        try:
+            self._answer(body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.owner.note_cut_short(body)
 
     # -- responses ------------------------------------------------------------
     def _json(self, status: int, payload: dict[str, Any], extra: dict[str, str] | None = None) -> None:
@@ -301,6 +344,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._event("content_block_delta", {"type": "content_block_delta", "index": index,
                                                     "delta": {"type": "text_delta", "text": piece}})
                 output_tokens += 1
+                if n == 0 and "gate" in names:
+                    self.owner.hold(args["gate"])
             self._event("content_block_stop", {"type": "content_block_stop", "index": index})
             index += 1
         for n, (name, raw_input) in enumerate(tools):

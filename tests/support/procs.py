@@ -70,7 +70,13 @@ def request_dirs() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob("claude-proxy-*")}
 
 
-def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
+SETTLE = 30.0
+"""How long a test waits for what must follow soon (a CLI reaped, a directory removed, a gauge
+back to 0).  Only a hang reaches it, never a busy machine; a wait that holds returns at once."""
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = SETTLE, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``timeout`` passes (its last answer)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

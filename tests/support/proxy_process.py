@@ -16,15 +16,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
 
-from tests.support.procs import live_cli_pids
+from tests.support.procs import SETTLE, live_cli_pids, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,6 +58,14 @@ class ProxyProcess:
 
     def sigterm(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
+
+    def metric(self, name: str, headers: dict[str, str] | None = None) -> float:
+        """An unlabelled gauge or counter from ``/metrics``, as the server counts it now."""
+        text = httpx.get(f"{self.url}/metrics", headers=headers, timeout=30).text
+        for line in text.splitlines():
+            if line.split(" ", 1)[0] == name:
+                return float(line.split()[1])
+        raise KeyError(f"{name} is not in /metrics")
 
 
 def proxy_env(overrides: dict[str, str | None]) -> dict[str, str]:
@@ -136,7 +145,7 @@ class RawResponse:
         return json.loads(self.body)
 
 
-def raw_request(port: int, head: bytes, body: bytes = b"", timeout: float = 10.0) -> RawResponse:
+def raw_request(port: int, head: bytes, body: bytes = b"", timeout: float = 30.0) -> RawResponse:
     """Send ``head`` (request line and headers, ending with a blank line) then ``body``;
     read one response (by Content-Length, or until the server closes)."""
     started = time.monotonic()
@@ -169,11 +178,21 @@ def raw_request(port: int, head: bytes, body: bytes = b"", timeout: float = 10.0
         return RawResponse(status, headers, rest[:length] if length >= 0 else rest, time.monotonic() - started)
 
 
+def post_and_leave(port: int, path: str, body: dict[str, Any], until: Callable[[], object]) -> None:
+    """POST ``body`` as JSON, wait (SETTLE at most) until ``until()`` holds, then hang up
+    without reading a byte: a client that leaves while a non-streaming answer is being made."""
+    data = json.dumps(body).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=SETTLE) as sock:
+        sock.sendall(head("POST", path, {"Host": f"127.0.0.1:{port}", "Content-Type": "application/json",
+                                         "Content-Length": str(len(data))}) + data)
+        assert wait_until(until), "the condition to leave on never held"
+
+
 def head(method: str, path: str, headers: dict[str, str] | list[tuple[str, str]]) -> bytes:
     items = headers.items() if isinstance(headers, dict) else headers
     lines = [f"{method} {path} HTTP/1.1", *(f"{k}: {v}" for k, v in items), "", ""]
     return "\r\n".join(lines).encode("latin-1")
 
 
-__all__ = ["ProxyProcess", "RawResponse", "free_port", "head", "proxy_env", "proxy_process", "raw_request",
-           "serve_command", "stop"]
+__all__ = ["ProxyProcess", "RawResponse", "free_port", "head", "post_and_leave", "proxy_env", "proxy_process",
+           "raw_request", "serve_command", "stop"]

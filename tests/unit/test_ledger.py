@@ -17,11 +17,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
-import httpx
 import pytest
+from fastapi.testclient import TestClient
 
+from claude_code_proxy.app import create_app
 from claude_code_proxy.ops.ledger import (
     SCHEMA_VERSION,
+    Totals,
     UsageLedger,
     UsageRecord,
     client_name,
@@ -29,9 +31,9 @@ from claude_code_proxy.ops.ledger import (
     parse_when,
     schema_version,
 )
-from claude_code_proxy.ops.usage_cli import add_parser, run
+from claude_code_proxy.ops.usage_cli import add_parser, format_cost, model_cell, run
 from tests.conftest import make_settings
-from tests.support.server import RunningServer, serve
+from tests.support.procs import wait_until
 
 
 def local(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> float:
@@ -174,11 +176,12 @@ def test_record_never_waits_for_a_locked_database(db: Path) -> None:
     try:
         locker.execute("BEGIN EXCLUSIVE")
         led.record(rec(time.time(), request_id="first"))
-        time.sleep(0.2)  # the writer now waits on the lock with that row
-        started = time.perf_counter()
+        # The writer took that row and now waits on the lock with it.
+        assert wait_until(led._queue.empty)
+        # Never blocked: the lock is held until after these calls, so a record() that waited
+        # for it would never return; a full queue drops instead.
         for i in range(200):
             led.record(rec(time.time(), request_id=f"r{i}"))
-        assert time.perf_counter() - started < 0.5
         assert led.dropped == 200 - 50
     finally:
         locker.execute("ROLLBACK")
@@ -261,10 +264,7 @@ def test_retention_purges_on_start_and_periodically(db: Path) -> None:
 
     # Periodically: two days later, "kept" is 31 days old too.
     now[0] += 2 * day
-    deadline = time.monotonic() + 10
-    while [r.request_id for r in second.recent(10)] != ["today"]:
-        assert time.monotonic() < deadline, "the periodic purge did not run"
-        time.sleep(0.02)
+    assert wait_until(lambda: [r.request_id for r in second.recent(10)] == ["today"]), "the periodic purge did not run"
     second.close()
 
 
@@ -285,12 +285,54 @@ def test_migration_from_v1_keeps_rows(db: Path) -> None:
     led.record(rec(time.time() + 1, request_id="new", client="openai-python"))
     led.close()
     with sqlite3.connect(db) as conn:
-        assert schema_version(conn) == SCHEMA_VERSION == 3
+        assert schema_version(conn) == SCHEMA_VERSION == 4
         rows = dict(conn.execute("SELECT request_id, client FROM requests").fetchall())
     assert rows == {"old": "unknown", "new": "openai-python"}
     reader = UsageLedger(str(db), 36500, writer=False)
     old = reader.recent(5)[-1]
     assert (old.stream, old.input_tokens, old.output_tokens, old.ttft_ms) == (True, 7, 9, None)
+
+
+def test_migration_from_v2_adds_the_resolved_model(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    with sqlite3.connect(db) as conn:
+        migrate(conn, target=2)
+        conn.execute(
+            "INSERT INTO requests (ts, surface, route, model_requested, model_used, stream, status, error_kind,"
+            " duration_ms, request_id) VALUES (?, 'openai', '/openai/v1/chat/completions', 'gpt-4o', 'sonnet', 0,"
+            " 529, 'overloaded_error', 50.0, 'old')",
+            (time.time(),),
+        )
+    led = UsageLedger(str(db), 36500)
+    led.record(rec(time.time() + 1, request_id="new", model_requested="gpt-4o", model_resolved="sonnet",
+                   model_used="", status=529, error_kind="overloaded_error"))
+    led.close()
+    with sqlite3.connect(db) as conn:
+        assert schema_version(conn) == SCHEMA_VERSION
+    reader = UsageLedger(str(db), 36500, writer=False)
+    new, old = reader.recent(2)
+    assert (new.model_requested, new.model_resolved, new.model_used) == ("gpt-4o", "sonnet", "")
+    assert (old.model_requested, old.model_resolved, old.model_used) == ("gpt-4o", "", "sonnet")
+    # Both failed rows count under the name they resolved to, whichever column holds it.
+    assert [(key, t.requests) for key, t in reader.summary(group_by="model").series] == [("sonnet", 2)]
+
+
+def test_costs_keep_their_digits() -> None:
+    assert [format_cost(v) for v in (None, 0.0, 0.000012, 0.00075, 0.0042, 0.533, 1.25, 1234.5)] == [
+        "-", "$0.00", "$0.000012", "$0.00075", "$0.0042", "$0.5330", "$1.25", "$1,234"]
+    assert Totals(cost_usd=0.000000123).as_json()["cost_usd"] == 1.23e-7
+
+
+def test_a_record_shows_what_was_asked_and_what_it_resolved_to() -> None:
+    def shown(**models: str) -> str:
+        return model_cell({"model_requested": "", "model_resolved": "", "model_used": "", **models})
+
+    assert shown(model_requested="gpt-4o", model_resolved="sonnet", model_used="claude-sonnet-4-5") == (
+        "gpt-4o -> claude-sonnet-4-5")
+    assert shown(model_requested="gpt-4o", model_resolved="sonnet") == "gpt-4o -> sonnet"
+    assert shown(model_requested="sonnet", model_resolved="sonnet") == "sonnet"
+    assert shown(model_requested="gpt-9") == "gpt-9"
+    assert shown() == "-"
 
 
 def test_newer_schema_is_left_alone(db: Path) -> None:
@@ -383,32 +425,32 @@ def test_recent_is_latest_first_and_metadata_only(ledger: UsageLedger) -> None:
     assert set(latest[0].as_json()) == {
         "ts", "surface", "route", "model_requested", "model_used", "stream", "status", "error_kind",
         "duration_ms", "ttft_ms", "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
-        "cost_usd", "client", "request_id", "key_name",
+        "cost_usd", "client", "request_id", "model_resolved", "key_name",
     }
 
 
 # --- GET /usage through a real server --------------------------------------------------------------
 
 
-def with_usage_routes(running: RunningServer, led: UsageLedger) -> None:
-    app: Any = running.app
+def with_usage_routes(client: TestClient, led: UsageLedger) -> None:
+    app: Any = client.app
     app.state.ledger = led
 
 
 @pytest.fixture(scope="module")
-def usage_server() -> Iterator[RunningServer]:
-    with serve(make_settings(usage_db="")) as running:
-        yield running
+def usage_server() -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings(usage_db="")), base_url="http://127.0.0.1") as client:
+        yield client
 
 
 @pytest.fixture()
-def loaded(usage_server: RunningServer, ledger: UsageLedger) -> RunningServer:
+def loaded(usage_server: TestClient, ledger: UsageLedger) -> TestClient:
     with_usage_routes(usage_server, load(ledger))
     return usage_server
 
 
-def test_usage_endpoint_totals_and_series(loaded: RunningServer) -> None:
-    body = httpx.get(f"{loaded.url}/usage", params={"recent": 2}).json()
+def test_usage_endpoint_totals_and_series(loaded: TestClient) -> None:
+    body = loaded.get("/usage", params={"recent": 2}).json()
     assert body["group_by"] == "day"
     assert body["totals"] == ALL
     assert [(row["key"], row["requests"], row["cost_usd"]) for row in body["series"]] == [
@@ -429,16 +471,16 @@ def test_usage_endpoint_totals_and_series(loaded: RunningServer) -> None:
     ({"since": "2025-03-10T10:00:00", "until": "2025-03-11T14:41:00"}, 3, 1050),
     ({"since": "2025-04-01"}, 0, 0),
 ])
-def test_usage_endpoint_windows(loaded: RunningServer, params: dict[str, str], requests: int,
+def test_usage_endpoint_windows(loaded: TestClient, params: dict[str, str], requests: int,
                                 input_tokens: int) -> None:
-    response = httpx.get(f"{loaded.url}/usage", params={**params, "group_by": "surface"})
+    response = loaded.get("/usage", params={**params, "group_by": "surface"})
     assert response.status_code == 200, response.text
     totals = response.json()["totals"]
     assert (totals["requests"], totals["input_tokens"]) == (requests, input_tokens)
 
 
-def test_usage_endpoint_group_by_model(loaded: RunningServer) -> None:
-    series = httpx.get(f"{loaded.url}/usage", params={"group_by": "model"}).json()["series"]
+def test_usage_endpoint_group_by_model(loaded: TestClient) -> None:
+    series = loaded.get("/usage", params={"group_by": "model"}).json()["series"]
     # Most used first.
     assert [(row["key"], row["requests"]) for row in series] == [
         ("claude-sonnet-4-5", 4), ("claude-haiku-4-5", 3), ("claude-opus-5-5", 1), ("gpt-4o", 1),
@@ -453,8 +495,8 @@ def test_usage_endpoint_group_by_model(loaded: RunningServer) -> None:
     ({"recent": "-1"}, "recent"),
     ({"recent": "many"}, "recent"),
 ])
-def test_usage_endpoint_rejects_bad_params(loaded: RunningServer, params: dict[str, str], param: str) -> None:
-    response = httpx.get(f"{loaded.url}/usage", params=params)
+def test_usage_endpoint_rejects_bad_params(loaded: TestClient, params: dict[str, str], param: str) -> None:
+    response = loaded.get("/usage", params=params)
     assert response.status_code == 400
     body = response.json()
     assert body["type"] == "error"
@@ -462,28 +504,28 @@ def test_usage_endpoint_rejects_bad_params(loaded: RunningServer, params: dict[s
     assert param in body["error"]["message"]
 
 
-def test_usage_endpoint_with_ledger_disabled(usage_server: RunningServer) -> None:
+def test_usage_endpoint_with_ledger_disabled(usage_server: TestClient) -> None:
     with_usage_routes(usage_server, UsageLedger("", 90))
-    body = httpx.get(f"{usage_server.url}/usage", params={"group_by": "model"}).json()
+    body = usage_server.get("/usage", params={"group_by": "model"}).json()
     assert body["totals"]["requests"] == 0
     assert body["series"] == [] and body["recent"] == []
     assert body["ledger"]["enabled"] is False
 
 
-def test_dashboard_assets_are_served_with_a_strict_policy(loaded: RunningServer) -> None:
-    page = httpx.get(f"{loaded.url}/dashboard")
+def test_dashboard_assets_are_served_with_a_strict_policy(loaded: TestClient) -> None:
+    page = loaded.get("/dashboard")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert '<script src="/dashboard/dashboard.js"' in page.text
     assert "http://" not in page.text and "https://" not in page.text  # nothing from another origin
-    script = httpx.get(f"{loaded.url}/dashboard/dashboard.js")
+    script = loaded.get("/dashboard/dashboard.js")
     assert script.headers["content-type"].startswith("text/javascript")
     assert "sessionStorage" in script.text and "localStorage" not in script.text
     assert "innerHTML" not in script.text
-    assert httpx.get(f"{loaded.url}/dashboard/dashboard.css").status_code == 200
-    assert httpx.get(f"{loaded.url}/dashboard/secrets.txt").status_code == 404
-    assert httpx.get(f"{loaded.url}/dashboard/dashboard.html").status_code == 404
+    assert loaded.get("/dashboard/dashboard.css").status_code == 200
+    assert loaded.get("/dashboard/secrets.txt").status_code == 404
+    assert loaded.get("/dashboard/dashboard.html").status_code == 404
 
 
 # --- the CLI -----------------------------------------------------------------------------------------
@@ -497,11 +539,11 @@ def cli(*argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def test_cli_json_matches_the_endpoint(db: Path, loaded: RunningServer) -> None:
+def test_cli_json_matches_the_endpoint(db: Path, loaded: TestClient) -> None:
     code, out, _ = cli("--db", str(db), "--since", "2025-03-01", "--group-by", "model", "--json")
     assert code == 0
     body = json.loads(out)
-    api = httpx.get(f"{loaded.url}/usage", params={"since": "2025-03-01", "group_by": "model", "recent": 0}).json()
+    api = loaded.get("/usage", params={"since": "2025-03-01", "group_by": "model", "recent": 0}).json()
     assert body["totals"] == api["totals"] == ALL
     assert body["series"] == api["series"]
 

@@ -266,6 +266,11 @@ def test_refused(body: dict[str, Any], param: str) -> None:
      "tools.0.function.name"),
     # pydantic puts the union's tag (the role) in the path; the client sees its own field path.
     ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.tool_call_id"),
+    ({"messages": [HI], "response_format": {"type": "json_schema"}}, "response_format.json_schema"),
+    ({"messages": [HI], "response_format": {"type": "json_schema", "json_schema": {}}},
+     "response_format.json_schema.name"),
+    ({"messages": [HI], "tool_choice": {"type": "function"}}, "tool_choice.function"),
+    ({"messages": [HI], "thinking": {"type": "enabled", "budget_tokens": 5}}, "thinking.budget_tokens"),
 ])
 def test_invalid_shapes_name_the_field(body: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequestError) as info:

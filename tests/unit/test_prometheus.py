@@ -5,18 +5,18 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
 import pytest
+from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from claude_code_proxy.app import create_app
 from claude_code_proxy.backend.admission import Admission
 from claude_code_proxy.backend.base import BackendStats, CliStatus
 from claude_code_proxy.backend.scripted import ScriptedBackend
 from claude_code_proxy.ops.metrics import RequestMetrics
 from claude_code_proxy.ops.prometheus import CONTENT_TYPE, MAX_MODELS, ProxyMetrics
 from tests.conftest import make_settings
-from tests.support.server import serve
 
 MODEL_ROUTES = frozenset({"/v1/messages", "/v1/chat/completions", "/openai/v1/chat/completions"})
 
@@ -111,12 +111,15 @@ def test_upstream_errors_by_kind_only_once_the_request_reached_the_cli() -> None
     prom.record(answered(error_kind="rate_limit_error", status=429, usage={}, cost_usd=None))
     prom.record(answered(error_kind="client_disconnected", usage={}, cost_usd=None))
     prom.record(answered(error_kind="overloaded_error", status=529, usage={}, cost_usd=None))
+    # Resolved and handed to the CLI, but no model answered: still the run's failure.
+    prom.record(request(model_requested="gpt-4o", model_resolved="sonnet", error_kind="timeout_error", status=504))
     # A malformed request fails before any model is resolved: the client's fault, not upstream's.
     prom.record(request(error_kind="invalid_request_error", status=400, duration_ms=2.0))
     prom.record(request(model_requested="claude-nope", error_kind="not_found_error", status=404))
     assert value(prom, "claude_proxy_upstream_errors_total", kind="rate_limit_error") == 1
     assert value(prom, "claude_proxy_upstream_errors_total", kind="client_disconnected") == 1
     assert value(prom, "claude_proxy_upstream_errors_total", kind="overloaded_error") == 1
+    assert value(prom, "claude_proxy_upstream_errors_total", kind="timeout_error") == 1
     assert value(prom, "claude_proxy_upstream_errors_total", kind="invalid_request_error") is None
     assert value(prom, "claude_proxy_upstream_errors_total", kind="not_found_error") is None
     # ...but every request is still counted by its status.
@@ -204,27 +207,31 @@ def status_only_backend() -> ScriptedBackend:
                                                     logged_in=True, auth_method="claude.ai", subscription_type="max"))
 
 
+def app_client(**settings: Any) -> TestClient:
+    """The app in process (no socket), as a client on the loopback host it answers for."""
+    return TestClient(create_app(make_settings(**settings), status_only_backend()), base_url="http://127.0.0.1")
+
+
 def test_app_serves_metrics_and_health_with_a_scripted_backend() -> None:
-    with serve(make_settings(), backend=status_only_backend()) as running:
-        response = httpx.get(f"{running.url}/metrics")
+    with app_client() as client:
+        response = client.get("/metrics")
         assert response.status_code == 200
         assert response.headers["content-type"] == CONTENT_TYPE
         assert response.headers["cache-control"] == "no-store"
         assert response.headers["x-request-id"]
         families = {f.name for f in text_string_to_metric_families(response.text)}
         assert {"claude_proxy_requests", "claude_proxy_cli_processes_running", "claude_proxy_tokens"} <= families
-        health = httpx.get(f"{running.url}/health").json()
+        health = client.get("/health").json()
         assert health["status"] == "ok" and health["rate_limit"] is None
         assert health["cli"]["logged_in"] is True and health["cli"]["subscription_type"] == "max"
-        prom = running.app.state.prom  # type: ignore[attr-defined]
+        prom = client.app.state.prom  # type: ignore[attr-defined]
         assert isinstance(prom, ProxyMetrics)
 
 
 def test_metrics_need_the_api_key_when_one_is_set() -> None:
-    with serve(make_settings(api_key="metrics-secret"), backend=status_only_backend()) as running:
-        url = f"{running.url}/metrics"
-        assert httpx.get(url).status_code == 401
-        assert httpx.get(url, headers={"authorization": "Bearer wrong"}).status_code == 401
-        assert httpx.get(url, headers={"authorization": "Bearer metrics-secret"}).status_code == 200
-        assert httpx.get(url, headers={"x-api-key": "metrics-secret"}).status_code == 200
-        assert httpx.get(f"{running.url}/health").status_code == 200
+    with app_client(api_key="metrics-secret") as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers={"authorization": "Bearer wrong"}).status_code == 401
+        assert client.get("/metrics", headers={"authorization": "Bearer metrics-secret"}).status_code == 200
+        assert client.get("/metrics", headers={"x-api-key": "metrics-secret"}).status_code == 200
+        assert client.get("/health").status_code == 200

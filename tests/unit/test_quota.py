@@ -1,18 +1,14 @@
-"""The quota report and the fail-fast rule, with a fixed clock; and the refusal through the app."""
+"""The quota report and the fail-fast rule, with a fixed clock (the refusal through the app:
+tests/api/test_quota_api.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pytest
 
-from claude_code_proxy.app import create_app
 from claude_code_proxy.backend.base import CliStatus
 from claude_code_proxy.backend.quota import account_limited_error, report
-from claude_code_proxy.backend.scripted import ScriptedBackend
-from tests.api.test_surfaces import ANTHROPIC_BODY, OPENAI_BODY
-from tests.conftest import make_settings
 
 NOW = 1_800_000_000.0
 
@@ -47,24 +43,3 @@ def test_the_report_for_each_login() -> None:
     assert limited["limited"] is True and limited["retry_after"] == 90 and limited["window_name"] == "weekly"
     assert limited["windows"]["seven_day"]["resets_at_iso"].endswith("Z")
     assert limited["overage"]["status"] == "allowed"
-
-
-@pytest.mark.parametrize("path", ["/v1/messages", "/openai/v1/chat/completions"])
-async def test_a_limited_account_is_refused_before_anything_runs(path: str) -> None:
-    import time
-
-    backend = ScriptedBackend()
-    backend.rate_limit = {**state("rejected", 0), "resets_at": time.time() + 600}
-    app = create_app(make_settings(), backend)
-    body = ANTHROPIC_BODY if path == "/v1/messages" else OPENAI_BODY
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
-        for stream in (False, True):
-            response = await client.post(path, json={**body, "stream": stream})
-            assert response.status_code == 429
-            assert 590 <= int(response.headers["retry-after"]) <= 600
-            assert "weekly limit is reached" in response.json()["error"]["message"]
-        shown = (await client.get("/v1/usage/quota")).json()
-        assert shown["limited"] is True
-        backend.rate_limit["resets_at"] = time.time() - 1  # the window reset
-        assert (await client.post(path, json=body)).status_code == 200
-    assert len(backend.requests) == 1

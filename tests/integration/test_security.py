@@ -9,7 +9,6 @@ import hmac
 import json
 import re
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,14 +75,12 @@ def test_bind_problem_allows_loopback_and_refuses_exposed_addresses_without_a_ke
 
 
 def test_exposed_bind_without_a_key_exits_at_once_with_a_clear_message(tmp_path: Path) -> None:
-    started = time.monotonic()
+    # A server that started would run until killed: the timeout is only a hang guard.
     result = subprocess.run(
-        serve_command(free_port(), "--host", "0.0.0.0"), cwd=tmp_path, capture_output=True, timeout=30,
+        serve_command(free_port(), "--host", "0.0.0.0"), cwd=tmp_path, capture_output=True, timeout=60,
         env=proxy_env({"CLAUDE_PROXY_API_KEY": None}),
     )
-    elapsed = time.monotonic() - started
     assert result.returncode != 0
-    assert elapsed < 5.0, f"took {elapsed:.1f} s to refuse"
     message = result.stderr.decode()
     assert "0.0.0.0" in message and "CLAUDE_PROXY_API_KEY" in message
     assert "Traceback" not in message
@@ -319,10 +316,11 @@ def test_a_foreign_host_is_421_before_auth_and_before_the_body(secured: RunningS
     assert response.status in refused, (value, response.status)
     # Before auth: no key at all still gets 421, not 401.
     assert host_request(secured, value).status in refused
-    # Before the body: announce a body, never send it, still get the answer.
+    # Before the body: announce a body, never send it, still get the answer (a server that
+    # waited for the body would never answer, and raw_request would time out).
     response = host_request(secured, value, method="POST", path="/v1/messages",
                             extra={"Content-Type": "application/json", "Content-Length": "100000"})
-    assert response.status in refused and response.elapsed < 5
+    assert response.status in refused
     if response.status == 421:
         assert response.json()["type"] == "error"  # type: ignore[index]
     assert spawned(secured) == before
@@ -454,9 +452,8 @@ def test_an_oversized_content_length_is_413_before_the_body_is_sent(secured: Run
     response = raw_request(secured.port, head("POST", path, {
         "Host": f"127.0.0.1:{secured.port}", "Authorization": f"Bearer {KEY}", "Content-Type": "application/json",
         "Content-Length": str(MAX_BODY + 1), "Connection": "close",
-    }), timeout=5)  # no body is ever sent: the answer must not wait for it
+    }), timeout=30)  # no body is ever sent: a server waiting for it would never answer (recv times out)
     assert response.status == 413, response
-    assert response.elapsed < 3
     payload = response.json()
     if path.startswith("/openai/"):
         assert payload["error"]["code"] == "request_too_large"  # type: ignore[index]

@@ -11,7 +11,6 @@ import argparse
 import io
 import json
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from claude_code_proxy.exceptions import RateLimitError
 from claude_code_proxy.ops import doctor
 from tests.conftest import make_settings
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.procs import cli_processes, wait_until
 from tests.support.server import RunningServer
 
 CANARIES = ("canary-proxy-key-4f1c", "canary-oauth-token-9d2e", "canary-unknown-7a7a", "canary-bad-value-3b3b")
@@ -153,7 +153,10 @@ def test_not_logged_in(settings: Settings, monkeypatch: pytest.MonkeyPatch, in_t
     code, text = run(settings=settings)
     assert code == 1
     assert "[FAIL] Login            not logged in" in text
-    assert "claude setup-token" in text and "CLAUDE_CODE_OAUTH_TOKEN" in text
+    # The fix names commands that exist after an install (the CLI itself is not on PATH).
+    fix = text.split("[FAIL] Login", 1)[1].split("[", 1)[0]
+    assert "`claude-code-proxy login`" in fix and "`claude-code-proxy setup-token`" in fix
+    assert "CLAUDE_CODE_OAUTH_TOKEN" in fix and "`claude setup-token`" not in fix and "/login" not in fix
     # The token sits in .env, which only configures the proxy: the fix says so.
     assert "the proxy reads only CLAUDE_PROXY_* settings from .env" in text
     assert CANARIES[1] not in text
@@ -244,7 +247,9 @@ def test_live_check_sends_a_one_token_request(settings: Settings, upstream: Fake
     assert live["status"] == "ok"
     assert live["details"]["max_tokens"] == 1 and live["details"]["stop_reason"] == "max_tokens"
     assert live["details"]["usage"]["output_tokens"] == 1
-    time.sleep(0.3)  # a continuation request (the CLI's own, after max_tokens) would land by now
+    # The CLI is gone (killed at the answer's end): no continuation request (the CLI's own,
+    # after max_tokens) can come any more.
+    assert wait_until(lambda: not cli_processes())
     calls = upstream.messages_calls
     assert len(calls) == 1
     assert calls[0].body["max_tokens"] == 1
