@@ -261,7 +261,7 @@ def test_error_messages_say_what_to_do_and_nothing_internal() -> None:
     invalid = fail(result(status=400, text="API Error: " + "x" * 2000))
     assert invalid.message.startswith("The upstream API rejected the request: x") and len(invalid.message) < 600
     assert "API Error" not in invalid.message
-    assert "/login" in fail(result(text="Not logged in · Please run /login")).message
+    assert "claude-code-proxy login" in fail(result(text="Not logged in · Please run /login")).message
     assert fail(result(status=404)).param == "model"
     assert "setup-token" in fail(result(status=401)).message
 

@@ -18,7 +18,6 @@ Framing: web/ndjson.py.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +25,6 @@ from typing import Any, Literal
 
 from claude_code_proxy.chat.answer import Completion
 from claude_code_proxy.exceptions import ClaudeProxyError
-from claude_code_proxy.ops.metrics import RequestMetrics
 from claude_code_proxy.surfaces.ollama.errors import message
 from claude_code_proxy.surfaces.ollama.translate import Marks, final_fields, stats, tool_call
 from claude_code_proxy.web.ndjson import ndjson_line
@@ -37,11 +35,6 @@ Kind = Literal["chat", "generate"]
 def created_at() -> str:
     """Now, as Ollama stamps its objects (RFC 3339, UTC)."""
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def marks(metrics: RequestMetrics) -> Marks:
-    """The request's clock readings so far, finishing now."""
-    return Marks(metrics.started, metrics.first_item_at, metrics.first_token_at, time.perf_counter())
 
 
 @dataclass

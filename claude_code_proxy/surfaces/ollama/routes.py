@@ -13,6 +13,7 @@ OpenAI surface's ``/openai/v1/chat/completions`` instead.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,9 +24,10 @@ from claude_code_proxy.catalog import ModelCatalog, ModelEntry, display_name
 from claude_code_proxy.exceptions import HTTPStatusError, InvalidRequestError, ModelNotFoundError
 from claude_code_proxy.exchange import exchange
 from claude_code_proxy.ops.metrics import RequestMetrics
-from claude_code_proxy.surfaces.ollama.encode import OllamaStreamEncoder, created_at, marks
+from claude_code_proxy.surfaces.ollama.encode import OllamaStreamEncoder, created_at
 from claude_code_proxy.surfaces.ollama.models import ChatBody, GenerateBody, ShowBody
 from claude_code_proxy.surfaces.ollama.translate import (
+    Marks,
     from_chat,
     from_generate,
     loaded_response,
@@ -45,6 +47,12 @@ OLLAMA_VERSION = "0.12.0"
 
 COPILOT_BASE = "/openai"
 """A second mount of the /api routes (see above)."""
+
+
+def marks(metrics: RequestMetrics) -> Marks:
+    """The request's clock readings so far, finishing now."""
+    return Marks(metrics.started, metrics.first_item_at, metrics.first_token_at, time.perf_counter())
+
 
 router = APIRouter()
 
