@@ -63,7 +63,8 @@ def serve(host: str | None, port: int | None, reload: bool) -> int:
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    problem = bind_problem(settings.host, settings.api_key is not None or _named_keys_exist(settings))
+    problem = _shared_database_problem(settings) or bind_problem(
+        settings.host, settings.api_key is not None or _named_keys_exist(settings))
     if problem:
         print(f"claude-code-proxy: {problem}", file=sys.stderr)
         return 2
@@ -101,6 +102,20 @@ def serve(host: str | None, port: int | None, reload: bool) -> int:
     server = DrainingServer(config, on_exit=lambda: app.state.backend.begin_drain(settings.shutdown_grace))
     server.run(sockets=sockets)
     return 0
+
+
+def _shared_database_problem(settings: Any) -> str | None:
+    """A replica told to share a database that it cannot open must not start on its own
+    (its keys' limits would no longer hold across replicas); the default file is softer."""
+    if settings.database_url is None:
+        return None
+    from claude_code_proxy.storage.database import DatabaseError, open_database
+
+    try:
+        open_database(settings.database_url.get_secret_value())
+    except DatabaseError as exc:
+        return f"{exc} (CLAUDE_PROXY_DATABASE_URL)"
+    return None
 
 
 def _named_keys_exist(settings: Any) -> bool:

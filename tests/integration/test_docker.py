@@ -513,17 +513,25 @@ def test_replicas_share_the_database_and_each_has_its_own_login(compose: dict[st
     profile = replicas_of(compose)
     envs = [profile[name]["environment"] for name in ("replica-1", "replica-2")]
     urls = {env["CLAUDE_PROXY_DATABASE_URL"] for env in envs}
-    assert len(urls) == 1 and next(iter(urls)).startswith("postgresql://proxy:${POSTGRES_PASSWORD:?")
+    assert len(urls) == 1 and next(iter(urls)).startswith("postgresql://proxy:${POSTGRES_PASSWORD:-}")
     assert "@postgres:5432/" in next(iter(urls))
     tokens = [env["CLAUDE_CODE_OAUTH_TOKEN"] for env in envs]
     assert len(set(tokens)) == 2, "logins are never pooled: one per replica"
     for env in envs:
-        assert env["CLAUDE_PROXY_API_KEY"].startswith("${CLAUDE_PROXY_API_KEY:?")
+        assert env["CLAUDE_PROXY_API_KEY"] == "${CLAUDE_PROXY_API_KEY:-}"  # the proxy service's `:?` requires it
         assert env["CLAUDE_PROXY_HOST"] == "0.0.0.0"
         for name, value in env.items():
             if SECRET_NAME.search(name):
-                assert re.fullmatch(r"\$\{[A-Z_0-9]+(:\?[^}]*)?\}", str(value)), f"{name} must come from .env"
-    assert profile["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+                assert re.fullmatch(r"\$\{[A-Z_0-9]+(:-)?\}", str(value)), f"{name} must come from .env"
+    assert profile["postgres"]["environment"]["POSTGRES_PASSWORD"] == "${POSTGRES_PASSWORD:-}"
+
+
+def test_the_default_up_needs_no_variable_of_the_replicas_profile(compose_text: str, compose: dict[str, Any]) -> None:
+    """Compose interpolates every service, in a profile or not, before it picks the ones to run:
+    a required (`:?`) variable in the profile would stop the single proxy's `docker compose up`."""
+    required = set(re.findall(r"\$\{([A-Z_0-9]+):\?", compose_text))
+    assert required == {"CLAUDE_PROXY_API_KEY"}
+    assert "${CLAUDE_PROXY_API_KEY:?" in json.dumps(compose["services"]["proxy"])
 
 
 def test_replicas_are_hardened_like_the_proxy(compose: dict[str, Any], service: dict[str, Any]) -> None:

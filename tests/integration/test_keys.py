@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import make_settings
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.proxy_process import proxy_env
+from tests.support.proxy_process import free_port, proxy_env
 from tests.support.server import serve
 
 
@@ -72,3 +72,15 @@ def test_a_key_with_an_rpm_limit_through_both_sdks(tmp_path: Path, upstream: Fak
     with serve(make_settings(usage_db=str(db))) as server:
         with pytest.raises(anthropic.AuthenticationError):
             anthropic.Anthropic(base_url=server.url, api_key="anything", max_retries=0).models.list()
+
+
+def test_a_replica_that_cannot_open_its_shared_database_does_not_start(tmp_path: Path) -> None:
+    # Port 1 on loopback: nothing listens there, the connection is refused at once.
+    started = subprocess.run(
+        [sys.executable, "-m", "claude_code_proxy", "serve", "--port", str(free_port())],
+        env=proxy_env({"CLAUDE_PROXY_DATABASE_URL": "postgresql://proxy:s3cret@127.0.0.1:1/proxy"}),
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert started.returncode == 2, started.stderr
+    assert "CLAUDE_PROXY_DATABASE_URL" in started.stderr and "cannot open the database" in started.stderr
+    assert "s3cret" not in started.stderr + started.stdout and "Traceback" not in started.stderr
