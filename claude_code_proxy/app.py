@@ -14,6 +14,8 @@ import structlog
 from fastapi import FastAPI
 
 from claude_code_proxy import __version__
+from claude_code_proxy.accounts.limits import KeyCache, KeyLimits
+from claude_code_proxy.accounts.store import KeyStore
 from claude_code_proxy.backend.admission import Admission
 from claude_code_proxy.backend.base import Backend
 from claude_code_proxy.backend.claude import ClaudeClient
@@ -23,6 +25,7 @@ from claude_code_proxy.log import configure
 from claude_code_proxy.ops.ledger import UsageLedger, UsageRecord
 from claude_code_proxy.ops.metrics import Recorder, RequestMetrics
 from claude_code_proxy.ops.prometheus import ProxyMetrics
+from claude_code_proxy.storage.database import Database, DatabaseError, open_database
 from claude_code_proxy.surfaces.registry import Registry, Surface, default_surfaces
 from claude_code_proxy.web import errors
 from claude_code_proxy.web.context import RequestContextMiddleware
@@ -69,16 +72,33 @@ def create_app(
     app.state.prom = prom
     app.state.backend = backend or ClaudeClient(settings, admission, prom)
     app.state.catalog = catalog
-    app.state.ledger = UsageLedger(settings.usage_db, settings.usage_retention_days)
+    db = _database(settings)
+    store = KeyStore(db) if db is not None else None
+    keys = KeyCache(store)
+    app.state.ledger = UsageLedger(db, settings.usage_retention_days)
+    app.state.keys = keys
+    # A lease outlives any request it could belong to, so a replica that dies leaves none for long.
+    app.state.key_limits = KeyLimits(store, settings.request_timeout + settings.shutdown_grace + 60)
 
     errors.install(app)
     # Middleware added last runs first: context (request id, metrics), then the guards.
-    app.add_middleware(SecurityMiddleware, settings=settings, registry=registry)
+    app.add_middleware(SecurityMiddleware, settings=settings, registry=registry, keys=keys)
     app.add_middleware(RequestContextMiddleware, registry=registry,
                        recorders=lambda: [ledger_recorder(app.state.ledger), prom.record])
     for surface in registry.surfaces:
         app.include_router(surface.router)
     return app
+
+
+def _database(settings: Settings) -> Database | None:
+    """The ledger's and keys' database; None (and the proxy serves without them) when it is
+    switched off or cannot be opened."""
+    try:
+        url = settings.database_url.get_secret_value() if settings.database_url else ""
+        return open_database(url or settings.usage_db)
+    except DatabaseError as exc:
+        log.error("database.unavailable", error=str(exc)[:300])
+        return None
 
 
 def ledger_recorder(ledger: UsageLedger) -> Recorder:
@@ -102,5 +122,6 @@ def ledger_recorder(ledger: UsageLedger) -> Recorder:
             cost_usd=metrics.cost_usd,
             client=metrics.client,
             request_id=metrics.request_id,
+            key_name=metrics.key_name,
         ))
     return record

@@ -21,6 +21,7 @@ from typing import Any
 from uvicorn import Server as _UvicornServer
 
 from claude_code_proxy import __version__
+from claude_code_proxy.accounts import cli as keys_cli
 from claude_code_proxy.config.settings import is_loopback
 from claude_code_proxy.ops import doctor, login_cli, usage_cli
 from claude_code_proxy.web.listen import PortUnavailableError, open_listeners
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     login_cli.add_parsers(commands)
     doctor.add_parser(commands)
     usage_cli.add_parser(commands)
+    keys_cli.add_parser(commands)
     return parser
 
 
@@ -49,8 +51,8 @@ def bind_problem(host: str, has_key: bool) -> str | None:
     return (
         f"Refusing to listen on {host}: that address is reachable from other machines, and "
         "without an API key anyone who can reach it could use your Claude account. "
-        "Set CLAUDE_PROXY_API_KEY (clients then send it as a Bearer token or x-api-key), "
-        "or bind 127.0.0.1."
+        "Set CLAUDE_PROXY_API_KEY or add a named key with `claude-code-proxy keys add NAME` "
+        "(clients then send it as a Bearer token or x-api-key), or bind 127.0.0.1."
     )
 
 
@@ -61,7 +63,8 @@ def serve(host: str | None, port: int | None, reload: bool) -> int:
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    problem = bind_problem(settings.host, settings.api_key is not None)
+    problem = _shared_database_problem(settings) or bind_problem(
+        settings.host, settings.api_key is not None or _named_keys_exist(settings))
     if problem:
         print(f"claude-code-proxy: {problem}", file=sys.stderr)
         return 2
@@ -96,6 +99,32 @@ def serve(host: str | None, port: int | None, reload: bool) -> int:
     server = DrainingServer(config, on_exit=lambda: app.state.backend.begin_drain(settings.shutdown_grace))
     server.run(sockets=sockets)
     return 0
+
+
+def _shared_database_problem(settings: Any) -> str | None:
+    """A replica told to share a database that it cannot open must not start on its own
+    (its keys' limits would no longer hold across replicas); the default file is softer."""
+    if settings.database_url is None:
+        return None
+    from claude_code_proxy.storage.database import DatabaseError, open_database
+
+    try:
+        open_database(settings.database_url.get_secret_value())
+    except DatabaseError as exc:
+        return f"{exc} (CLAUDE_PROXY_DATABASE_URL)"
+    return None
+
+
+def _named_keys_exist(settings: Any) -> bool:
+    from claude_code_proxy.accounts.store import KeyStore
+    from claude_code_proxy.storage.database import DatabaseError, open_database
+
+    url = settings.database_url.get_secret_value() if settings.database_url else ""
+    try:
+        db = open_database(url or settings.usage_db)
+    except DatabaseError:
+        return False
+    return db is not None and KeyStore(db).snapshot().in_use
 
 
 class DrainingServer(_UvicornServer):
@@ -149,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         return doctor.run(args)
     if args.command == "usage":
         return usage_cli.run(args)
+    if args.command == "keys":
+        return keys_cli.run(args)
     return 2
 
 

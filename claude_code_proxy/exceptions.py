@@ -14,6 +14,8 @@
     ├── NotFoundError                     404 not_found_error
     │   └── ModelNotFoundError            404 not_found_error / model_not_found
     ├── RateLimitError                    429 rate_limit_error (carries ``retry_after``)
+    │   ├── KeyLimitError                 429: an API key's own limit (carries ``limit``)
+    │   └── AccountLimitedError           429: the account's plan limit, until its reset
     ├── UpstreamError                     502 api_error (upstream 5xx)
     ├── OverloadedError                   529 overloaded_error (503 on the OpenAI surface)
     ├── ServiceUnavailableError           503 service_unavailable (CLI missing, queue full...)
@@ -46,6 +48,11 @@ class ClaudeProxyError(Exception):
     @property
     def retryable(self) -> bool:
         return self.retry_after is not None
+
+    @property
+    def kind(self) -> str:
+        """What went wrong, as logs, metrics and the ledger name it."""
+        return self.error_type
 
 
 class IsolationError(ClaudeProxyError):
@@ -123,6 +130,26 @@ class RateLimitError(ClaudeProxyError):
     error_type = "rate_limit_error"
     openai_type = "rate_limit_error"
     openai_code = "rate_limit_exceeded"
+
+
+class KeyLimitError(RateLimitError):
+    """A named API key reached one of its limits; refused before anything runs."""
+
+    def __init__(self, message: str, *, limit: str, retry_after: float) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.limit = limit
+
+    @property
+    def kind(self) -> str:
+        return "key_limit"
+
+
+class AccountLimitedError(RateLimitError):
+    """The account's plan limit is reached (the CLI said so); refused until its reset."""
+
+    @property
+    def kind(self) -> str:
+        return "account_limited"
 
 
 class UpstreamError(ClaudeProxyError):

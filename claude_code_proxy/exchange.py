@@ -4,7 +4,7 @@ A route parses and translates, then hands over here; nothing below this module k
 HTTP, and nothing here knows a wire format (the surface passes its stream encoder and
 its renderer).  The path of every model request:
 
-    route ─▶ exchange(): backend.ready() ─▶ admitted(): admission.enter() ─▶ backend.run(chat, ticket)
+    route ─▶ exchange(): backend.ready() ─▶ admitted(): key limits, admission.enter() ─▶ backend.run(chat, ticket)
                  │            observe(): first token, completion, failure -> RequestMetrics
                  ├─ stream:  wait for the first item (early failures keep their status),
                  │           then encoder frames over SSE (or the surface's own framing,
@@ -17,7 +17,7 @@ Either way the run is cancelled (and its CLI torn down) when the client disconne
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import suppress
+from contextlib import AbstractAsyncContextManager, suppress
 from typing import Any, Protocol, TypeVar
 
 import anyio
@@ -75,7 +75,8 @@ async def exchange(
     names = tool_names(chat)
 
     backend.ready()
-    items = observe(admitted(backend, admission, chat), metrics)
+    hold = state.key_limits.hold(getattr(request.state, "api_key", None))
+    items = observe(admitted(backend, admission, chat, hold), metrics)
     if stream:
         first = await first_item(request, items)
         metrics.stream_started = True
@@ -83,20 +84,24 @@ async def exchange(
     return JSONResponse(render(await until_disconnect(request, lambda: collect(items, names))))
 
 
-async def admitted(backend: Backend, admission: Admission, chat: ChatRequest) -> AsyncGenerator[BackendItem, None]:
-    """The backend's run once admission grants a slot.  The wait happens as the first item
-    is pulled, under the disconnect watch: a client that leaves while queued spawns nothing."""
-    ticket = await admission.enter()
-    try:
-        run = backend.run(chat, ticket)
+async def admitted(
+    backend: Backend, admission: Admission, chat: ChatRequest, hold: AbstractAsyncContextManager[None]
+) -> AsyncGenerator[BackendItem, None]:
+    """The backend's run once the key's limits admit it and admission grants a slot.  Both
+    happen as the first item is pulled, under the disconnect watch: a request over its key's
+    limit, or whose client leaves while queued, spawns nothing."""
+    async with hold:
+        ticket = await admission.enter()
         try:
-            async for item in run:
-                yield item
+            run = backend.run(chat, ticket)
+            try:
+                async for item in run:
+                    yield item
+            finally:
+                await run.aclose()
         finally:
-            await run.aclose()
-    finally:
-        if not ticket.taken:  # the run never started: nothing else will free the slot
-            ticket.release()
+            if not ticket.taken:  # the run never started: nothing else will free the slot
+                ticket.release()
 
 
 async def observe(

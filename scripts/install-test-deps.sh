@@ -36,5 +36,13 @@ else
     apt_install chromium
 fi
 
+# -- PostgreSQL: tests/support/postgres.py starts a throwaway server (initdb, pg_ctl) -----------
+if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then
+    echo "install-test-deps: postgresql: $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tail -1)"
+else
+    echo "install-test-deps: installing postgresql"
+    apt_install postgresql
+fi
+
 # -- Codex CLI (npm): tests/integration/test_codex_cli.py drives the real client ----------------
 ./scripts/install-test-tools.sh

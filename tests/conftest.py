@@ -72,3 +72,24 @@ def anthropic_client(server: RunningServer) -> anthropic.Anthropic:
 @pytest.fixture(autouse=True)
 def _clear_upstream_log(upstream: FakeUpstream) -> None:
     upstream.clear()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server for this test session (tests/support/postgres.py)."""
+    from tests.support.postgres import MISSING, postgres_server, server_bin
+
+    if server_bin() is None:
+        if os.environ.get("CI"):
+            raise RuntimeError(MISSING)  # CI installs it: a missing server there is a failure
+        pytest.skip(MISSING)
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture()
+def pg_url(postgres_url: str) -> str:
+    """An empty database of its own on the session's PostgreSQL server."""
+    from tests.support.postgres import new_database
+
+    return new_database(postgres_url)

@@ -69,7 +69,8 @@ class NullObserver:
 
 class Backend(Protocol):
     def ready(self) -> None:
-        """Raise ``ServiceUnavailableError`` when no run can start (shutting down, no CLI)."""
+        """Raise ``ServiceUnavailableError`` when no run can start (shutting down, no CLI),
+        ``AccountLimitedError`` while the account's plan limit is reached."""
 
     def run(self, request: ChatRequest, ticket: Ticket) -> AsyncGenerator[BackendItem, None]:
         """Upstream events, then one ``Completion``; failures raise ``ClaudeProxyError``.

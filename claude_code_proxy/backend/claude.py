@@ -54,6 +54,7 @@ from claude_code_proxy.backend.options import (
 )
 from claude_code_proxy.backend.probe import probe_cli
 from claude_code_proxy.backend.process import AFTER_RESPONSE_S, Prepared, Processes
+from claude_code_proxy.backend.quota import account_limited_error
 from claude_code_proxy.backend.reuse import interrupt, read_result, retire_reason, rewind
 from claude_code_proxy.backend.run_state import RunState, check_isolation, rate_limit_summary
 from claude_code_proxy.backend.warm_pool import WarmPool
@@ -107,6 +108,9 @@ class ClaudeClient:
             raise ServiceUnavailableError("The proxy is shutting down.", retry_after=5)
         if not cli_usable(self.cli_path):
             raise ServiceUnavailableError(NOT_FOUND_HELP)
+        limited = account_limited_error(self.rate_limit)
+        if limited is not None:  # fail fast: a CLI started now would only be refused upstream
+            raise limited
 
     def stats(self) -> BackendStats:
         return BackendStats(spawned=self.spawned, warm_ready=self.pool.ready_count, rate_limit=self.rate_limit)
@@ -184,8 +188,7 @@ class ClaudeClient:
                 if isinstance(message, StreamEvent):
                     clock.event()
                 elif isinstance(message, RateLimitEvent):
-                    self.rate_limit = rate_limit_summary(message)
-                    state.rate_limit = self.rate_limit
+                    state.rate_limit = self._rate_limited(message)
                 for item in state.feed(message):
                     yield item
             completion = Completion(state.stop_reason, state.stop_sequence, state.usage, None, state.model,
@@ -242,6 +245,11 @@ class ClaudeClient:
         else:
             self.processes.end(ending.prepared, ending.slot.release)
 
+    def _rate_limited(self, event: RateLimitEvent) -> dict[str, Any]:
+        """Keep the account's latest rate-limit state (it may come before or after the answer)."""
+        self.rate_limit = rate_limit_summary(event)
+        return self.rate_limit
+
     async def _seed(
         self,
         client: ClaudeSDKClient,
@@ -297,8 +305,8 @@ class ClaudeClient:
         reusable = ending.reuse
         try:
             if ending.read_result or ending.interrupt:
-                result = await (interrupt(prepared, RESULT_WAIT_S) if ending.interrupt
-                                else read_result(prepared.stream(), RESULT_WAIT_S))
+                result = await (interrupt(prepared, RESULT_WAIT_S, self._rate_limited) if ending.interrupt
+                                else read_result(prepared.stream(), RESULT_WAIT_S, self._rate_limited))
                 total = None if result is None else result.total_cost_usd
                 if completion is not None:
                     # The CLI's cost figure adds up over its life: this request's is the difference.

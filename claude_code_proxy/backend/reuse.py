@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 from typing import Any
 
 import anyio
 import structlog
-from claude_agent_sdk import ResultMessage
+from claude_agent_sdk import RateLimitEvent, ResultMessage
 
 from claude_code_proxy.backend.process import Prepared
 from claude_code_proxy.config.settings import Settings
@@ -28,17 +28,24 @@ log = structlog.get_logger(__name__)
 REWIND_WAIT_S = 5.0
 
 
-async def read_result(messages: AsyncIterator[Any], wait: float) -> ResultMessage | None:
+async def read_result(
+    messages: AsyncIterator[Any], wait: float, on_rate_limit: Callable[[RateLimitEvent], object] | None = None
+) -> ResultMessage | None:
     """The CLI's result for the turn just answered or interrupted, or None if none comes
-    within ``wait`` seconds."""
+    within ``wait`` seconds.  A rate-limit event on the way (the CLI sends the account's
+    state just after the answer's end) goes to ``on_rate_limit``."""
     with anyio.move_on_after(wait), suppress(Exception):
         async for message in messages:
+            if isinstance(message, RateLimitEvent) and on_rate_limit is not None:
+                on_rate_limit(message)
             if isinstance(message, ResultMessage):
                 return message
     return None
 
 
-async def interrupt(prepared: Prepared, wait: float) -> ResultMessage | None:
+async def interrupt(
+    prepared: Prepared, wait: float, on_rate_limit: Callable[[RateLimitEvent], object] | None = None
+) -> ResultMessage | None:
     """Stop the turn the CLI is running and read its result (None: it did not stop)."""
     try:
         with anyio.fail_after(wait):
@@ -46,7 +53,7 @@ async def interrupt(prepared: Prepared, wait: float) -> ResultMessage | None:
     except Exception as exc:  # any failure means: do not reuse
         log.info("cli.interrupt_failed", error_class=type(exc).__name__)
         return None
-    return await read_result(prepared.stream(), wait)
+    return await read_result(prepared.stream(), wait, on_rate_limit)
 
 
 async def rewind(prepared: Prepared, first_uuid: str, last_uuid: str) -> bool:

@@ -211,12 +211,32 @@ def _transport_error(text: str, host: str) -> ClaudeProxyError:
 
 
 def rate_limit_summary(event: Any) -> dict[str, Any]:
+    """The account's rate-limit state from a CLI rate-limit event (backend/quota.py reads it)."""
     info = event.rate_limit_info
+    raw = info.raw if isinstance(info.raw, dict) else {}
+    windows = {
+        str(name)[:32]: {
+            "status": window.get("status"),
+            "utilization": window.get("utilization"),
+            "resets_at": window.get("resetsAt"),
+        }
+        for name, window in (raw.get("unifiedWindows") or {}).items()
+        if isinstance(window, dict)
+    }
+    utilization = info.utilization
+    if utilization is None and info.rate_limit_type in windows:
+        # Newer CLIs report utilization per window only.
+        utilization = windows[info.rate_limit_type]["utilization"]
     return {
         "status": info.status,
         "type": info.rate_limit_type,
         "resets_at": info.resets_at,
-        "utilization": info.utilization,
+        "utilization": utilization,
+        "overage_status": info.overage_status,
+        "overage_resets_at": info.overage_resets_at,
+        "overage_disabled_reason": info.overage_disabled_reason,
+        "using_overage": raw.get("isUsingOverage"),
+        "windows": windows,
         "reported_at": time.time(),
     }
 

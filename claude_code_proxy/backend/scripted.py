@@ -13,6 +13,7 @@ from typing import Any
 
 from claude_code_proxy.backend.admission import Ticket
 from claude_code_proxy.backend.base import BackendStats, CliStatus
+from claude_code_proxy.backend.quota import account_limited_error
 from claude_code_proxy.chat.answer import BackendItem, Completion
 from claude_code_proxy.chat.request import ChatRequest
 from claude_code_proxy.exceptions import ServiceUnavailableError
@@ -56,6 +57,9 @@ class ScriptedBackend:
     def ready(self) -> None:
         if self.draining:
             raise ServiceUnavailableError("The proxy is shutting down.", retry_after=5)
+        limited = account_limited_error(self.rate_limit)
+        if limited is not None:
+            raise limited
 
     async def run(self, request: ChatRequest, ticket: Ticket) -> AsyncGenerator[BackendItem, None]:
         ticket.taken = True

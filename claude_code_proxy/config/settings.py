@@ -157,6 +157,10 @@ class Settings(BaseSettings):
         description="SQLite file of the local usage ledger; empty disables the ledger.",
     )
     usage_retention_days: int = Field(90, ge=1, description="Days of ledger rows kept.")
+    database_url: SecretStr | None = Field(
+        None,
+        description="PostgreSQL URL (postgresql://user:password@host/db) shared by replicas; empty means USAGE_DB.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level (DEBUG logs request metadata in more detail, never secrets)."
     )
@@ -181,7 +185,7 @@ class Settings(BaseSettings):
         parsed = _split_mapping(value)
         return {**DEFAULT_MODEL_ALIASES, **parsed} if isinstance(parsed, dict) else parsed
 
-    @field_validator("api_key", "cli_path", "warm_pool_size", mode="before")
+    @field_validator("api_key", "cli_path", "warm_pool_size", "database_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

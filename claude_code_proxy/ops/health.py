@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from claude_code_proxy import __version__
+from claude_code_proxy.backend import quota
 from claude_code_proxy.config.settings import is_loopback
 from claude_code_proxy.web.body import BackendDep
 
@@ -39,11 +40,20 @@ async def health(request: Request, backend: BackendDep) -> dict[str, Any]:
         status = "ok"
     if not shows_details(request):
         return {"status": status, "version": __version__}
-    # The subscription's latest rate-limit state the CLI reported (None until it reports one).
-    return {"status": status, "version": __version__, "cli": cli.as_json(), "rate_limit": backend.stats().rate_limit}
+    # The subscription's latest rate-limit state the CLI reported (None until it reports one),
+    # and the same as GET /v1/usage/quota shows it.
+    rate_limit = backend.stats().rate_limit
+    return {"status": status, "version": __version__, "cli": cli.as_json(), "rate_limit": rate_limit,
+            "quota": quota.report(rate_limit, cli)}
 
 
 def shows_details(request: Request) -> bool:
     """A caller on loopback (as uvicorn sees it, after trusted proxy headers), or with the key."""
     client = request.client
     return bool(getattr(request.state, "api_key_passed", False)) or (client is not None and is_loopback(client.host))
+
+
+@router.get("/v1/usage/quota")
+async def account_quota(backend: BackendDep) -> dict[str, Any]:
+    """The account's plan limits as this replica's login last reported them."""
+    return quota.report(backend.stats().rate_limit, await backend.status())

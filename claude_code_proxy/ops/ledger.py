@@ -1,17 +1,18 @@
-"""The local usage ledger: one row of metadata per request, in a SQLite file on this machine.
+"""The usage ledger: one row of metadata per request, in a SQLite file on this machine, or
+in the PostgreSQL database replicas share (storage/database.py; the SQL here is portable).
 
-What is stored is in ``UsageRecord``: times, surface, models, status, tokens, cost and a
-client name.  Three model names: the one the client asked for (``model_requested``, also for
-a request rejected before it ran), the one the proxy resolved it to and handed the CLI
-(``model_resolved``: ``gpt-4o`` -> ``sonnet``), and the one that answered
-(``model_used``, the upstream's id; empty when no model answered).  Never prompt or answer
-text, never keys, never the raw user agent.
+What is stored is in ``UsageRecord``: times, surface, models, status, tokens, cost, a
+client name and the API key's name.  Three model names: the one the client asked for
+(``model_requested``, also for a request rejected before it ran), the one the proxy resolved
+it to and handed the CLI (``model_resolved``: ``gpt-4o`` -> ``sonnet``), and the one that
+answered (``model_used``, the upstream's id; empty when no model answered).  Never prompt or
+answer text, never keys, never the raw user agent.
 
 Writes never block or fail a request: ``record()`` only puts the row on a bounded queue;
 one writer thread owns the write connection, commits in batches, purges rows older than
 the retention on start and then periodically.  A failed write is logged (metadata only)
 and counted in ``write_errors``; a full queue drops the row and counts it in ``dropped``.
-Queries open their own short-lived connection: WAL lets them read beside the writer.
+Queries open their own short-lived connection (on SQLite, WAL lets them read beside the writer).
 
 Buckets (``day``, ``hour``) are in the server's local time, which for a local proxy is
 the user's.  Percentiles are nearest-rank (p95 of 20 values is the 19th smallest).
@@ -22,34 +23,49 @@ from __future__ import annotations
 import datetime
 import functools
 import math
-import os
 import queue
 import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 import structlog
+
+from claude_code_proxy.storage import migrations
+from claude_code_proxy.storage.database import Database, DatabaseError, Row, SQLiteDatabase, open_database
 
 log = structlog.get_logger(__name__)
 
 Surface = str
 """The label of the API surface a request came through (surfaces/registry.py)."""
-GroupBy = Literal["day", "hour", "model", "surface"]
+GroupBy = Literal["day", "hour", "model", "surface", "key"]
 GROUP_BY_VALUES: tuple[str, ...] = get_args(GroupBy)
 
-# Each bucket expression is a constant chosen from this table, never client text.
-_BUCKET_SQL: dict[str, str] = {
-    "day": "strftime('%Y-%m-%d', ts, 'unixepoch', 'localtime')",
-    "hour": "strftime('%Y-%m-%d %H:00', ts, 'unixepoch', 'localtime')",
+# Each bucket expression is a constant chosen from these tables, never client text.  On
+# PostgreSQL, local time is the server's current UTC offset, passed as the one parameter.
+_BUCKET_SQL: dict[str, dict[str, str]] = {
+    "sqlite": {
+        "day": "strftime('%Y-%m-%d', ts, 'unixepoch', 'localtime')",
+        "hour": "strftime('%Y-%m-%d %H:00', ts, 'unixepoch', 'localtime')",
+    },
+    "postgresql": {
+        "day": "to_char(to_timestamp(ts + ?) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+        "hour": "to_char(to_timestamp(ts + ?) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:00')",
+    },
+}
+_GROUP_SQL: dict[str, str] = {
     "model": "COALESCE(NULLIF(model_used, ''), NULLIF(model_resolved, ''), model_requested)",
     "surface": "surface",
+    "key": "key_name",
 }
+
+
+def _utc_offset() -> int:
+    offset = datetime.datetime.now().astimezone().utcoffset()
+    return int(offset.total_seconds()) if offset is not None else 0
 
 
 @dataclass(frozen=True)
@@ -72,6 +88,8 @@ class UsageRecord:
     client: str
     request_id: str
     model_resolved: str = ""
+    key_name: str = ""
+    """The API key's name ("" without one, "default" for the CLAUDE_PROXY_API_KEY setting)."""
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,76 +215,19 @@ def parse_when(value: str | None, *, end: bool = False) -> float | None:
 
 # --- schema -----------------------------------------------------------------------------
 
-# One step per version, applied in order inside one transaction each.  Never edit a
-# released step: add the next one.
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    # v1: the request table, indexed by time.
-    (
-        """CREATE TABLE requests (
-            id INTEGER PRIMARY KEY,
-            ts REAL NOT NULL,
-            surface TEXT NOT NULL,
-            route TEXT NOT NULL,
-            model_requested TEXT NOT NULL,
-            model_used TEXT NOT NULL,
-            stream INTEGER NOT NULL,
-            status INTEGER NOT NULL,
-            error_kind TEXT,
-            duration_ms REAL NOT NULL,
-            ttft_ms REAL,
-            input_tokens INTEGER NOT NULL DEFAULT 0,
-            output_tokens INTEGER NOT NULL DEFAULT 0,
-            cache_read_tokens INTEGER NOT NULL DEFAULT 0,
-            cache_creation_tokens INTEGER NOT NULL DEFAULT 0,
-            cost_usd REAL,
-            request_id TEXT NOT NULL DEFAULT ''
-        )""",
-        "CREATE INDEX requests_ts ON requests (ts)",
-    ),
-    # v2: the client name; rows written before it read as "unknown".
-    ("ALTER TABLE requests ADD COLUMN client TEXT NOT NULL DEFAULT 'unknown'",),
-    # v3: the model name the request resolved to (handed to the CLI). Older rows read as '':
-    # until v3, model_used held that name when no model answered, so theirs still show it.
-    ("ALTER TABLE requests ADD COLUMN model_resolved TEXT NOT NULL DEFAULT ''",),
-)
-SCHEMA_VERSION = len(_MIGRATIONS)
+# The steps live in storage/migrations.py, one list per dialect; these wrappers keep the
+# SQLite-file form the ledger's own tests and tools use.
+SCHEMA_VERSION = migrations.SCHEMA_VERSION
+_SQLITE = SQLiteDatabase("")
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
-    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
+    return migrations.schema_version(_SQLITE, conn)
 
 
 def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
-    """Bring the schema up to ``target``; returns the version found before."""
-    found = schema_version(conn)
-    for version in range(found + 1, target + 1):
-        with _transaction(conn):
-            for statement in _MIGRATIONS[version - 1]:
-                conn.execute(statement)
-            conn.execute("DELETE FROM schema_version")
-            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-    return found
-
-
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    # Explicit, because connections here are in autocommit mode, where ``with conn``
-    # would commit each statement on its own.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-def _connect(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=True)
-    conn.execute("PRAGMA busy_timeout = 10000")
-    return conn
+    """Bring a SQLite file's schema up to ``target``; returns the version found before."""
+    return migrations.migrate(_SQLITE, conn, target)
 
 
 def _nearest_rank(ordered: list[float], pct: float) -> float | None:
@@ -292,7 +253,7 @@ class UsageLedger:
 
     def __init__(
         self,
-        path: str | None,
+        location: Database | str | None,
         retention_days: int,
         *,
         purge_interval: float = 3600.0,
@@ -310,21 +271,27 @@ class UsageLedger:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max_queue)
         self._closed = False
         self._thread: threading.Thread | None = None
-        self.path: str | None = None
-        if path and path.strip():
+        self.db: Database | None = None
+        if isinstance(location, Database):
+            self.db = location
+        elif location and location.strip():
             try:
-                self.path = self._prepare(path.strip())
-            except (OSError, sqlite3.Error) as exc:
+                self.db = open_database(location)
+            except DatabaseError as exc:
                 # The proxy still serves; it only cannot keep its ledger.
-                log.error("ledger.unavailable", error_class=type(exc).__name__, error=str(exc)[:200])
-                self.path = None
-        if self.path is not None and writer:
+                log.error("ledger.unavailable", error=str(exc)[:300])
+        if self.db is not None and writer:
             self._thread = threading.Thread(target=self._run, name="usage-ledger", daemon=True)
             self._thread.start()
 
     @property
     def enabled(self) -> bool:
-        return self.path is not None
+        return self.db is not None
+
+    @property
+    def path(self) -> str | None:
+        """Where the rows are: a file path, or a database URL without its password."""
+        return self.db.description if self.db is not None else None
 
     # --- writing ------------------------------------------------------------------------
 
@@ -361,43 +328,23 @@ class UsageLedger:
 
     def purge(self) -> int:
         """Delete rows older than the retention now; returns how many went."""
-        if self.path is None:
+        if self.db is None:
             return 0
-        conn = _connect(self.path)
-        try:
+        with self.db.connection() as conn:
             return self._purge(conn)
-        finally:
-            conn.close()
 
-    def _prepare(self, raw: str) -> str:
-        path = Path(raw).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Created owner-only before SQLite opens it; SQLite gives -wal/-shm the same mode.
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        os.chmod(path, 0o600)
-        conn = _connect(str(path))
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            found = migrate(conn)
-            if found > SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(f"schema version {found} is newer than this proxy's {SCHEMA_VERSION}")
-            if 0 < found < SCHEMA_VERSION:
-                log.info("ledger.migrated", from_version=found, to_version=SCHEMA_VERSION)
-        finally:
-            conn.close()
-        return str(path)
-
-    def _purge(self, conn: sqlite3.Connection) -> int:
+    def _purge(self, conn: Any) -> int:
+        assert self.db is not None
         cutoff = self._clock() - self.retention_days * 86400
-        with _transaction(conn):
-            deleted = conn.execute("DELETE FROM requests WHERE ts < ?", (cutoff,)).rowcount
+        with self.db.transaction(conn):
+            deleted = int(self.db.execute(conn, "DELETE FROM requests WHERE ts < ?", (cutoff,)).rowcount)
         if deleted:
             log.info("ledger.purged", rows=deleted, retention_days=self.retention_days)
         return deleted
 
     def _run(self) -> None:
-        assert self.path is not None
-        conn = _connect(self.path)
+        assert self.db is not None
+        conn = self.db.connect()
         try:
             self._guarded(lambda: self._purge(conn), "purge")
             next_purge = time.monotonic() + self._purge_interval
@@ -435,12 +382,14 @@ class UsageLedger:
         finally:
             conn.close()
 
-    def _write(self, conn: sqlite3.Connection, batch: list[UsageRecord]) -> None:
-        rows = [tuple(getattr(rec, name) for name in _COLUMNS) for rec in batch]
+    def _write(self, conn: Any, batch: list[UsageRecord]) -> None:
+        db = self.db
+        assert db is not None
+        rows = [_row(rec) for rec in batch]
 
         def insert(chunk: list[tuple[object, ...]]) -> None:
-            with _transaction(conn):
-                conn.executemany(_INSERT_SQL, chunk)
+            with db.transaction(conn):
+                conn.cursor().executemany(db.sql(_INSERT_SQL), chunk)
 
         if self._guarded(lambda: insert(rows), "write", rows=len(rows)):
             return
@@ -460,20 +409,18 @@ class UsageLedger:
 
     # --- reading ------------------------------------------------------------------------
 
-    def _query(self, sql: str, params: Iterable[object]) -> list[sqlite3.Row]:
-        if self.path is None:
+    def _query(self, sql: str, params: Iterable[object]) -> list[Row]:
+        if self.db is None:
             return []
-        conn = _connect(self.path)
-        conn.row_factory = sqlite3.Row
-        try:
-            return list(conn.execute(sql, tuple(params)))
-        finally:
-            conn.close()
+        return self.db.query(sql, list(params))
 
     @staticmethod
-    def _window(since: float | None, until: float | None) -> tuple[str, list[object]]:
+    def _window(since: float | None, until: float | None, key: str | None = None) -> tuple[str, list[object]]:
         clauses: list[str] = ["1 = 1"]
         params: list[object] = []
+        if key is not None:
+            clauses.append("key_name = ?")
+            params.append(key)
         if since is not None:
             clauses.append("ts >= ?")
             params.append(since)
@@ -482,24 +429,30 @@ class UsageLedger:
             params.append(until)
         return " AND ".join(clauses), params
 
-    def summary(self, since: float | None = None, until: float | None = None, group_by: GroupBy = "day") -> Summary:
-        if group_by not in _BUCKET_SQL:
+    def summary(
+        self, since: float | None = None, until: float | None = None, group_by: GroupBy = "day",
+        key: str | None = None,
+    ) -> Summary:
+        if group_by not in GROUP_BY_VALUES:
             raise ValueError(f"group_by must be one of {', '.join(GROUP_BY_VALUES)}")
-        where, params = self._window(since, until)
+        where, params = self._window(since, until, key)
         aggregates = (
-            "COUNT(*) AS requests, COALESCE(SUM(status >= 400), 0) AS errors,"
+            "COUNT(*) AS requests, COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS errors,"
             " COALESCE(SUM(input_tokens), 0) AS input_tokens, COALESCE(SUM(output_tokens), 0) AS output_tokens,"
             " COALESCE(SUM(cache_read_tokens), 0) AS cache_read_tokens,"
             " COALESCE(SUM(cache_creation_tokens), 0) AS cache_creation_tokens,"
             " COALESCE(SUM(cost_usd), 0.0) AS cost_usd"
         )
-        bucket = _BUCKET_SQL[group_by]
+        dialect = self.db.dialect if self.db is not None else "sqlite"
+        bucket = _GROUP_SQL.get(group_by) or _BUCKET_SQL[dialect][group_by]
+        if "?" in bucket:
+            params = [_utc_offset(), *params]
         rows = self._query(
-            f"SELECT {bucket} AS key, {aggregates} FROM requests WHERE {where} GROUP BY key ORDER BY key",  # noqa: S608 - constant SQL
+            f"SELECT {bucket} AS bucket, {aggregates} FROM requests WHERE {where} GROUP BY bucket ORDER BY bucket",  # noqa: S608 - constant SQL
             params,
         )
-        series = [(str(row["key"]), _totals(row)) for row in rows]
-        if group_by == "model":
+        series = [(str(row["bucket"]), _totals(row)) for row in rows]
+        if group_by in ("model", "key"):
             series.sort(key=lambda item: (-item[1].requests, item[0]))
         total = Totals(
             requests=sum(t.requests for _, t in series),
@@ -512,29 +465,34 @@ class UsageLedger:
         )
         return Summary(group_by=group_by, totals=total, series=series)
 
-    def percentiles(self, since: float | None = None, until: float | None = None) -> dict[str, Percentiles]:
-        where, params = self._window(since, until)
+    def percentiles(
+        self, since: float | None = None, until: float | None = None, key: str | None = None
+    ) -> dict[str, Percentiles]:
+        where, params = self._window(since, until, key)
         out: dict[str, Percentiles] = {}
         for column in ("duration_ms", "ttft_ms"):
             rows = self._query(
                 f"SELECT {column} FROM requests WHERE {where} AND {column} IS NOT NULL ORDER BY {column}",  # noqa: S608
                 params,
             )
-            values = [float(row[0]) for row in rows]
+            values = [float(row[column]) for row in rows]
             out[column] = Percentiles(_nearest_rank(values, 50), _nearest_rank(values, 95), len(values))
         return out
 
     def report(
-        self, since: float | None = None, until: float | None = None, group_by: GroupBy = "day", recent: int = 20
+        self, since: float | None = None, until: float | None = None, group_by: GroupBy = "day", recent: int = 20,
+        key: str | None = None,
     ) -> dict[str, Any]:
-        """Everything ``GET /usage`` and ``claude-code-proxy usage --json`` answer."""
-        summary = self.summary(since, until, group_by)
+        """Everything ``GET /usage`` and ``claude-code-proxy usage --json`` answer; ``key``
+        keeps only the requests made with that key's name."""
+        summary = self.summary(since, until, group_by, key)
         return {
             "since": since,
             "until": until,
+            "key": key,
             **summary.as_json(),
-            "percentiles": {name: p.as_json() for name, p in self.percentiles(since, until).items()},
-            "recent": [rec.as_json() for rec in self.recent(recent)] if recent > 0 else [],
+            "percentiles": {name: p.as_json() for name, p in self.percentiles(since, until, key).items()},
+            "recent": [rec.as_json() for rec in self.recent(recent, key)] if recent > 0 else [],
             "ledger": {
                 "enabled": self.enabled,
                 "retention_days": self.retention_days,
@@ -543,15 +501,16 @@ class UsageLedger:
             },
         }
 
-    def recent(self, limit: int = 20) -> list[UsageRecord]:
+    def recent(self, limit: int = 20, key: str | None = None) -> list[UsageRecord]:
+        where, params = self._window(None, None, key)
         rows = self._query(
-            f"SELECT {', '.join(_COLUMNS)} FROM requests ORDER BY ts DESC, id DESC LIMIT ?",  # noqa: S608
-            [max(0, limit)],
+            f"SELECT {', '.join(_COLUMNS)} FROM requests WHERE {where} ORDER BY ts DESC, id DESC LIMIT ?",  # noqa: S608
+            [*params, max(0, limit)],
         )
         return [_record(row) for row in rows]
 
 
-def _totals(row: sqlite3.Row) -> Totals:
+def _totals(row: Row) -> Totals:
     return Totals(
         requests=int(row["requests"]),
         errors=int(row["errors"]),
@@ -563,7 +522,12 @@ def _totals(row: sqlite3.Row) -> Totals:
     )
 
 
-def _record(row: sqlite3.Row) -> UsageRecord:
-    values = dict(zip(_COLUMNS, row, strict=True))
+def _row(rec: UsageRecord) -> tuple[object, ...]:
+    # ``stream`` is an integer column in both dialects.
+    return tuple(int(rec.stream) if name == "stream" else getattr(rec, name) for name in _COLUMNS)
+
+
+def _record(row: Row) -> UsageRecord:
+    values = {name: row[name] for name in _COLUMNS}
     values["stream"] = bool(values["stream"])
     return UsageRecord(**values)

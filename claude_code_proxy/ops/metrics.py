@@ -33,6 +33,8 @@ class RequestMetrics:
     method: str
     client: str
     surface: str
+    key_name: str = ""
+    """The API key's name (set by the guard): "" without a key, "default" for the setting's."""
     ts: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
     model_requested: str = ""
@@ -81,7 +83,7 @@ class RequestMetrics:
         self.completion = completion
 
     def fail(self, error: ClaudeProxyError | str) -> None:
-        self.error_kind = error if isinstance(error, str) else error.error_type
+        self.error_kind = error if isinstance(error, str) else error.kind
 
     def finish(self, status: int) -> None:
         """Record once: a log line with metadata only, then each recorder (the ledger...).
@@ -110,6 +112,7 @@ class RequestMetrics:
         fields: dict[str, Any] = {
             "request_id": self.request_id, "method": self.method, "route": self.route, "status": status,
             "duration_ms": self.duration_ms, "surface": self.surface, "error": self.error_kind,
+            "key": self.key_name,
         }
         if self.is_model_call:
             fields.update(

@@ -20,7 +20,9 @@ Nothing here holds prompt or answer text.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -29,6 +31,7 @@ from prometheus_client.registry import Collector
 from claude_code_proxy import __version__
 from claude_code_proxy.backend.admission import Admission
 from claude_code_proxy.backend.base import Backend
+from claude_code_proxy.backend.quota import limited_until
 from claude_code_proxy.ops.metrics import RequestMetrics
 
 # The classic text format (what ``generate_latest`` writes for legacy metric names).
@@ -36,6 +39,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "claude_proxy"
 MAX_MODELS = 64
 OTHER = "other"
+NO_KEY = "-"
+"""The ``key`` label of requests made without an API key (no key name can start with "-")."""
 
 # Whole answers take seconds to minutes; first tokens arrive in well under a minute.
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -48,6 +53,10 @@ TOKEN_KINDS = {
     "cache_read_input_tokens": "cache_read",
     "cache_creation_input_tokens": "cache_creation",
 }
+
+
+# Refusals decided by the proxy before anything ran: not upstream errors.
+_NOT_UPSTREAM = frozenset({"key_limit", "account_limited"})
 
 
 class _BackendCollector(Collector):
@@ -95,6 +104,36 @@ class _BackendCollector(Collector):
                                          labels=["type"])
                 used.add_metric([kind[:64]], float(utilization))
                 yield used
+            yield from _quota_gauges(rate_limit)
+
+
+def _quota_gauges(rate_limit: dict[str, Any]) -> Iterable[Metric]:
+    """The account's plan windows, reset times and overage state (backend/quota.py)."""
+    limited = GaugeMetricFamily(f"{PREFIX}_quota_limited",
+                                "1 while the account's plan limit is reached (requests fail fast with 429).")
+    limited.add_metric([], 1.0 if limited_until(rate_limit, time.time()) is not None else 0.0)
+    yield limited
+    windows = {str(k)[:32]: w for k, w in (rate_limit.get("windows") or {}).items()}
+    kind = str(rate_limit.get("type") or "unknown")[:32]
+    if kind not in windows:
+        windows[kind] = {"utilization": rate_limit.get("utilization"), "resets_at": rate_limit.get("resets_at")}
+    used = GaugeMetricFamily(f"{PREFIX}_quota_window_utilization",
+                             "Fraction of each plan window used (0-1), as the CLI last reported it.", labels=["window"])
+    resets = GaugeMetricFamily(f"{PREFIX}_quota_window_resets_at_seconds",
+                               "When each plan window resets (Unix time).", labels=["window"])
+    for name, window in sorted(windows.items()):
+        if isinstance(window.get("utilization"), int | float):
+            used.add_metric([name], float(window["utilization"]))
+        if isinstance(window.get("resets_at"), int | float):
+            resets.add_metric([name], float(window["resets_at"]))
+    yield used
+    yield resets
+    overage = rate_limit.get("overage_status")
+    if overage:
+        info = GaugeMetricFamily(f"{PREFIX}_quota_overage_status",
+                                 "The account's extra-usage (overage) state (always 1).", labels=["status"])
+        info.add_metric([str(overage)[:32]], 1.0)
+        yield info
 
 
 class ProxyMetrics:
@@ -136,6 +175,15 @@ class ProxyMetrics:
         self.warm_misses = Counter(f"{PREFIX}_warm_pool_misses",
                                    "Requests that found no pre-started CLI and started one, by model.",
                                    ["model"], registry=r)
+        # Per API key: key names come from whoever runs the proxy, never from clients.
+        self.key_requests = Counter(f"{PREFIX}_key_requests", "Model requests answered, by API key name and status.",
+                                    ["key", "status"], registry=r)
+        self.key_tokens = Counter(f"{PREFIX}_key_tokens", "Tokens reported by the upstream API, by API key name.",
+                                  ["key", "kind"], registry=r)
+        self.key_cost = Counter(f"{PREFIX}_key_cost_usd", "Cost reported by the Claude Code CLI, by API key name.",
+                                ["key"], registry=r)
+        self.key_limited = Counter(f"{PREFIX}_key_limited", "Requests refused by their API key's own limits.",
+                                   ["key"], registry=r)
         if backend is not None and admission is not None:
             r.register(_BackendCollector(backend, admission))
 
@@ -163,11 +211,25 @@ class ProxyMetrics:
                 self.tokens.labels(model=model, kind=kind).inc(count)
         if metrics.cost_usd is not None and metrics.cost_usd > 0:
             self.cost.labels(model=model).inc(metrics.cost_usd)
+        self._record_key(metrics)
         # model_resolved is set once the request is parsed and its model resolved, just before the
         # backend runs (model_used once a model answered): an error after that came from the run
         # (CLI, upstream, queue, client gone), not from a malformed request.
-        if metrics.error_kind is not None and (metrics.model_resolved or metrics.model_used):
+        if (metrics.error_kind is not None and (metrics.model_resolved or metrics.model_used)
+                and metrics.error_kind not in _NOT_UPSTREAM):
             self.upstream_errors.labels(kind=metrics.error_kind[:64]).inc()
+
+    def _record_key(self, metrics: RequestMetrics) -> None:
+        key = metrics.key_name or NO_KEY
+        self.key_requests.labels(key=key, status=str(metrics.status)).inc()
+        for usage_key, kind in TOKEN_KINDS.items():
+            count = metrics.usage.get(usage_key, 0)
+            if count > 0:
+                self.key_tokens.labels(key=key, kind=kind).inc(count)
+        if metrics.cost_usd is not None and metrics.cost_usd > 0:
+            self.key_cost.labels(key=key).inc(metrics.cost_usd)
+        if metrics.error_kind == "key_limit":
+            self.key_limited.labels(key=key).inc()
 
     def model_label(self, model: str) -> str:
         """A bounded label value for a model name: the catalog's name, or ``other`` (upstream

@@ -1,4 +1,4 @@
-"""The operational surface: ``/health``, ``/metrics``, ``/usage`` and ``/dashboard``.
+"""The operational surface: ``/health``, ``/metrics``, ``/usage``, ``/v1/usage/quota`` and ``/dashboard``.
 
 Not an API for models, but it is served, so the registry knows it: its errors take the
 default (Anthropic) shape, health checks and scrapes log quietly, and the health checks
@@ -18,7 +18,7 @@ for part in (health.router, metrics_route.router, usage.router):
 SURFACE = Surface(
     name="ops",
     label="ops",
-    prefixes=("/health", "/metrics", "/usage", "/dashboard"),
+    prefixes=("/health", "/metrics", "/usage", "/v1/usage", "/dashboard"),
     router=router,
     error_body=error_body,
     public_paths=frozenset({"/health", "/health/live"}) | usage.PUBLIC_PATHS,

@@ -66,13 +66,14 @@ async def usage(
     until: str | None = None,
     group_by: str = "day",
     recent: Annotated[int, Query(ge=0, le=500)] = 20,
+    key: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
     start, end = _when(since, "since"), _when(until, "until", end=True)
     if start is not None and end is not None and end <= start:
         raise InvalidRequestError("until: must be later than since.", param="until")
     if group_by not in GROUP_BY_VALUES:
         raise InvalidRequestError(f"group_by: expected one of {', '.join(GROUP_BY_VALUES)}.", param="group_by")
-    return await run_in_threadpool(ledger.report, start, end, cast(GroupBy, group_by), recent)
+    return await run_in_threadpool(ledger.report, start, end, cast(GroupBy, group_by), recent, key)
 
 
 @lru_cache

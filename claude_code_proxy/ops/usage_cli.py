@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO, cast
 
 from claude_code_proxy.ops.ledger import GROUP_BY_VALUES, GroupBy, UsageLedger, parse_when
+from claude_code_proxy.storage.database import is_postgres_url
 
 _COLUMNS = (
     ("requests", "requests"),
@@ -33,8 +34,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--until", help="end, exclusive; a bare date includes that day (default: now)")
     parser.add_argument("--group-by", choices=GROUP_BY_VALUES, default="day", help="rows of the table (default: day)")
     parser.add_argument("--recent", type=int, default=0, metavar="N", help="also list the N latest requests")
+    parser.add_argument("--key", help="only the requests made with this API key's name")
     parser.add_argument("--json", action="store_true", help="print the JSON that GET /usage answers")
-    parser.add_argument("--db", help="ledger file (default: CLAUDE_PROXY_USAGE_DB)")
+    parser.add_argument("--db", help="ledger file or PostgreSQL URL (default: CLAUDE_PROXY_DATABASE_URL, "
+                                     "else CLAUDE_PROXY_USAGE_DB)")
     return parser
 
 
@@ -51,14 +54,14 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
     if not db:
         print("The usage ledger is disabled (CLAUDE_PROXY_USAGE_DB is empty).", file=err)
         return 1
-    exists = Path(db).expanduser().exists()
+    exists = is_postgres_url(db) or Path(db).expanduser().exists()
     # A missing file is not created here (the server creates it): the report is just empty.
     ledger = UsageLedger(db if exists else None, retention, writer=False)
     try:
         if exists and not ledger.enabled:
             print(f"Cannot open the usage ledger at {db}.", file=err)
             return 1
-        report = ledger.report(since, until, cast(GroupBy, args.group_by), max(0, args.recent))
+        report = ledger.report(since, until, cast(GroupBy, args.group_by), max(0, args.recent), args.key)
     finally:
         ledger.close()
     if not exists:
@@ -75,7 +78,8 @@ def _ledger_location(override: str | None) -> tuple[str, int]:
     from claude_code_proxy.config.settings import get_settings
 
     settings = get_settings()
-    return (override if override is not None else settings.usage_db), settings.usage_retention_days
+    url = settings.database_url.get_secret_value() if settings.database_url else ""
+    return (override if override is not None else url or settings.usage_db), settings.usage_retention_days
 
 
 def _cell(name: str, value: Any) -> str:
@@ -118,7 +122,8 @@ def _when(epoch: float | None) -> str:
 def render(report: dict[str, Any]) -> str:
     """The report as a plain-text table, for people."""
     head = [str(report["group_by"])] + [title for _, title in _COLUMNS]
-    body = [[str(row["key"])] + [_cell(name, row[name]) for name, _ in _COLUMNS] for row in report["series"]]
+    body = [[str(row["key"]) or "(none)"] + [_cell(name, row[name]) for name, _ in _COLUMNS]
+            for row in report["series"]]
     total = ["total"] + [_cell(name, report["totals"][name]) for name, _ in _COLUMNS]
     widths = [max(len(line[i]) for line in [head, *body, total]) for i in range(len(head))]
 
@@ -128,7 +133,9 @@ def render(report: dict[str, Any]) -> str:
         return "  ".join(padded)
 
     rule = "  ".join("-" * w for w in widths)
-    out = [f"Usage {_when(report['since'])} .. {_when(report['until'])}, by {report['group_by']}", "", line(head), rule]
+    scope = f", key {report['key']}" if report.get("key") is not None else ""
+    out = [f"Usage {_when(report['since'])} .. {_when(report['until'])}{scope}, by {report['group_by']}", "",
+           line(head), rule]
     out += [line(cells) for cells in body] or ["(no requests)"]
     out += [rule, line(total), ""]
     totals, pct = report["totals"], report["percentiles"]
@@ -139,9 +146,9 @@ def render(report: dict[str, Any]) -> str:
         out += ["", "latest requests:"]
         for rec in report["recent"]:
             out.append(
-                f"  {_when(rec['ts'])}  {rec['surface']:<9}  {rec['client']:<16}  {model_cell(rec):<32}"
-                f"  {rec['status']}  {_ms(rec['duration_ms']):>10}  {rec['input_tokens']:>7,} in"
-                f"  {rec['output_tokens']:>7,} out  {format_cost(rec['cost_usd']):>10}"
+                f"  {_when(rec['ts'])}  {rec['surface']:<9}  {rec['key_name'] or '-':<12}  {rec['client']:<16}"
+                f"  {model_cell(rec):<32}  {rec['status']}  {_ms(rec['duration_ms']):>10}"
+                f"  {rec['input_tokens']:>7,} in  {rec['output_tokens']:>7,} out  {format_cost(rec['cost_usd']):>10}"
             )
     ledger = report["ledger"]
     if ledger["write_errors"] or ledger["dropped"]:

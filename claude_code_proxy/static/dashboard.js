@@ -161,15 +161,18 @@
     body.appendChild(row);
   }
 
-  function drawModels(series) {
-    const body = document.getElementById("models");
+  // One table per grouping: by model, by API key ("" is requests made without a key).
+  function drawGroups(bodyId, series) {
+    const body = document.getElementById(bodyId);
     body.replaceChildren();
     if (!series.length) return emptyRow(body, 9, "No requests this month.");
     const max = Math.max(1, ...series.map((s) => s.requests));
     for (const s of series) {
       const row = document.createElement("tr");
-      row.dataset.model = s.key;
-      cell(row, s.key, "model").title = s.key;
+      row.dataset.group = s.key;
+      if (bodyId === "models") row.dataset.model = s.key;
+      const name = s.key || "(no key)";
+      cell(row, name, "model").title = name;
       cell(row, fmtInt(s.requests), "num");
       cell(row, fmtInt(s.errors), "num");
       cell(row, fmtInt(s.input_tokens), "num");
@@ -188,12 +191,13 @@
   function drawRecent(records) {
     const body = document.getElementById("recent");
     body.replaceChildren();
-    if (!records.length) return emptyRow(body, 12, "No requests recorded yet.");
+    if (!records.length) return emptyRow(body, 13, "No requests recorded yet.");
     for (const r of records) {
       const row = document.createElement("tr");
       row.dataset.requestId = r.request_id;
       cell(row, fmtTime(r.ts));
       cell(row, r.surface);
+      cell(row, r.key_name || "–", "client");
       cell(row, r.client, "client");
       // What the client asked for, and what it resolved to: the model that answered, else
       // (no model answered) the name handed to the CLI, else nothing (rejected before that).
@@ -214,6 +218,63 @@
       cell(row, fmtInt(r.output_tokens), "num");
       cell(row, fmtCost(r.cost_usd), "num");
       body.appendChild(row);
+    }
+  }
+
+  const WINDOW_NAMES = { five_hour: "5-hour", seven_day: "weekly", seven_day_opus: "weekly Opus",
+    seven_day_sonnet: "weekly Sonnet" };
+
+  async function getQuota() {
+    const key = storedKey();
+    const headers = key ? { Authorization: "Bearer " + key } : {};
+    const response = await fetch("/v1/usage/quota", { headers, cache: "no-store" });
+    if (!response.ok) return null;
+    return response.json();
+  }
+
+  function drawQuota(q) {
+    const panel = document.getElementById("quota");
+    const body = document.getElementById("quota-windows");
+    body.replaceChildren();
+    if (!q) return;
+    const login = q.login || {};
+    document.getElementById("quota-login").textContent =
+      [login.auth_method, login.subscription_type].filter(Boolean).join(" · ");
+    panel.dataset.state = !q.reported ? "unknown" : q.limited ? "limited" : q.status;
+    let summary;
+    if (!q.reported) summary = q.note;
+    else if (q.limited) summary = "Limited: the " + q.window_name + " limit is reached. Requests fail fast until it resets at " + fmtTime(q.resets_at) + ".";
+    else summary = "Status " + q.status + " (" + q.window_name + " window" +
+      (q.utilization != null ? ", " + fmtPct(q.utilization) + " used" : "") + "), resets at " + fmtTime(q.resets_at) + ".";
+    if (q.reported && q.overage && q.overage.status) summary += " Extra usage: " + q.overage.status +
+      (q.overage.disabled_reason ? " (" + q.overage.disabled_reason + ")" : "") + ".";
+    document.getElementById("quota-summary").textContent = summary;
+    const windows = q.windows || {};
+    for (const name of Object.keys(windows)) {
+      const w = windows[name];
+      const row = document.createElement("tr");
+      row.dataset.window = name;
+      cell(row, WINDOW_NAMES[name] || name);
+      cell(row, w.status || "–", w.status === "rejected" ? "status-err" : "");
+      cell(row, w.utilization != null ? fmtPct(w.utilization) : "–", "num");
+      const bar = document.createElement("div");
+      bar.className = "share";
+      bar.style.width = (Math.min(1, w.utilization || 0) * 100).toFixed(1) + "%";
+      cell(row, "").appendChild(bar);
+      cell(row, w.resets_at ? fmtTime(w.resets_at) : "–");
+      body.appendChild(row);
+    }
+  }
+
+  function fillKeyFilter(names) {
+    const select = document.getElementById("key-filter");
+    const have = new Set(Array.from(select.options).map((o) => o.value));
+    for (const name of names) {
+      if (have.has(name)) continue;
+      const option = document.createElement("option");
+      option.value = name;
+      option.textContent = name;
+      select.appendChild(option);
     }
   }
 
@@ -241,10 +302,15 @@
     // What the numbers on screen were asked for, so anyone can ask /usage the same.
     document.body.dataset.todaySince = String(todaySince);
     document.body.dataset.monthSince = String(monthSince);
+    const key = document.getElementById("key-filter").value;
+    const only = key ? { key } : {};
+    document.body.dataset.key = key;
     try {
-      const [day, mon] = await Promise.all([
-        getUsage({ since: todaySince, group_by: "hour", recent: 25 }),
-        getUsage({ since: monthSince, group_by: "model", recent: 0 }),
+      const [day, mon, byKey, quota] = await Promise.all([
+        getUsage({ since: todaySince, group_by: "hour", recent: 25, ...only }),
+        getUsage({ since: monthSince, group_by: "model", recent: 0, ...only }),
+        getUsage({ since: monthSince, group_by: "key", recent: 0 }),
+        getQuota(),
       ]);
       document.getElementById("login").hidden = true;
       document.getElementById("today-range").textContent = today.toDateString();
@@ -259,7 +325,10 @@
         put("today." + name + ".count", fmtInt(p.count));
       }
       drawHourly(day.series);
-      drawModels(mon.series);
+      drawGroups("models", mon.series);
+      drawGroups("keys", byKey.series);
+      drawQuota(quota);
+      fillKeyFilter(byKey.series.map((s) => s.key).filter((name) => name));
       drawRecent(day.recent);
       const info = day.ledger;
       document.getElementById("ledger-info").textContent = info.enabled
@@ -290,6 +359,7 @@
       input.value = "";
       refresh();
     });
+    document.getElementById("key-filter").addEventListener("change", () => refresh());
     document.getElementById("forget-key").addEventListener("click", () => {
       setKey("");
       refresh();

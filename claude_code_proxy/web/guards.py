@@ -4,19 +4,28 @@ In order: Host allow-list (DNS rebinding), Origin deny-by-default with an opt-in
 (drive-by browser requests), JSON-only POST bodies (CSRF through "simple" requests), a body
 size limit (413 from Content-Length, or while a chunked body streams in) and a deadline for
 the body (408 when it has not all arrived ``body_timeout`` seconds after the headers), then
-the API key (Bearer or x-api-key, compared as SHA-256 digests in constant time, never from
-the query string; the same 401 for every failure).  A pure ASGI middleware, so a refused
-request costs no body read and no CLI.
+the API key (Bearer or x-api-key, compared as SHA-256 digests, never from the query string;
+the same 401 for every failure).  A pure ASGI middleware, so a refused request costs no body
+read and no CLI.
+
+A key is the ``CLAUDE_PROXY_API_KEY`` setting's (compared in constant time; its requests
+carry the name ``default``) or a named key from the database (looked up by digest in the
+key cache).  Keys are needed when the setting is set, once any named key was added (revoking
+the last one leaves the server closed, not open), or when the server listens beyond
+loopback.  The key found is put on the request (``scope["state"]["api_key"]``) and its name
+on its metrics; public paths answer without one but may show more to a caller who passed it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 import anyio
+import structlog
 
-from claude_code_proxy.config.settings import Settings
+from claude_code_proxy.accounts.keys import SETTING_KEY, ApiKey, digest
+from claude_code_proxy.accounts.limits import KeyCache
+from claude_code_proxy.config.settings import Settings, is_loopback
 from claude_code_proxy.exceptions import (
     AuthenticationError,
     ClaudeProxyError,
@@ -44,12 +53,8 @@ def host_name(host_header: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def digest(value: str) -> bytes:
-    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
-
-
 class SecurityMiddleware:
-    def __init__(self, app: ASGIApp, settings: Settings, registry: Registry) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, registry: Registry, keys: KeyCache | None = None) -> None:
         self.app = app
         self.registry = registry
         self.allowed_hosts = LOOPBACK_HOSTS | {h.lower() for h in settings.allowed_hosts}
@@ -57,6 +62,8 @@ class SecurityMiddleware:
         self.max_body = settings.max_body_bytes
         self.body_timeout = settings.body_timeout
         self.key_digest = digest(settings.api_key.get_secret_value()) if settings.api_key else None
+        self.keys = keys or KeyCache(None)
+        self.exposed = not is_loopback(settings.host)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -85,12 +92,19 @@ class SecurityMiddleware:
                 error = UnsupportedMediaTypeError("Request bodies must be JSON (Content-Type: application/json).")
             elif int(headers.get("content-length") or 0) > self.max_body:
                 error = RequestTooLargeError(f"The request body is larger than {self.max_body} bytes.")
-        key_passed = self.key_digest is not None and self._authorized(headers)
+        named = await self.keys.snapshot()
+        needs_key = self.key_digest is not None or named.in_use or self.exposed
+        key = self._authorized(headers, named.keys) if needs_key else None
         # Public paths answer without the key, but may show more to a caller who passed it.
-        scope.setdefault("state", {})["api_key_passed"] = key_passed
-        if error is None and self.key_digest is not None and path not in self.registry.public_paths:
-            if not key_passed:
+        scope["state"]["api_key_passed"] = key is not None
+        if error is None and needs_key and path not in self.registry.public_paths:
+            if key is None:
                 error = AuthenticationError("Invalid or missing API key.")
+            else:
+                scope["state"]["api_key"] = key
+                scope["state"]["metrics"].key_name = key.name
+                # Every log line of the request carries the key's name (web/context.py unbinds it).
+                structlog.contextvars.bind_contextvars(key=key.name)
         if error is not None:
             await self._refuse(scope, receive, send, error, cors)
             return
@@ -130,8 +144,8 @@ class SecurityMiddleware:
             return None
         return MisdirectedRequestError("This Host is not served here (DNS-rebinding protection).")
 
-    def _authorized(self, headers: dict[str, str]) -> bool:
-        assert self.key_digest is not None
+    def _authorized(self, headers: dict[str, str], named: dict[str, ApiKey]) -> ApiKey | None:
+        """The key every presented key is, or None."""
         candidates = []
         auth = headers.get("authorization", "")
         if auth[:7].lower() == "bearer ":
@@ -139,10 +153,17 @@ class SecurityMiddleware:
         if "x-api-key" in headers:
             candidates.append(headers["x-api-key"])
         if not candidates:
-            return False
-        # Every presented key must match: a wrong one never rides along with a right one.
-        results = [hmac.compare_digest(digest(c), self.key_digest) for c in candidates]
-        return all(results)
+            return None
+        # Every presented key must match the same key: a wrong one never rides along with a right one.
+        found = {self._identify(c, named) for c in candidates}
+        return found.pop() if len(found) == 1 else None
+
+    def _identify(self, candidate: str, named: dict[str, ApiKey]) -> ApiKey | None:
+        presented = digest(candidate)
+        if self.key_digest is not None and hmac.compare_digest(presented, self.key_digest):
+            return SETTING_KEY
+        # A dict lookup by the digest of a 256-bit random key: timing reveals nothing usable.
+        return named.get(presented.hex())
 
     async def _preflight(self, send: Send, cors: dict[str, str], requested: str | None) -> None:
         allowed = CORS_HEADERS

@@ -4,6 +4,7 @@ under the test's temp directory)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import re
 import shutil
@@ -272,6 +273,40 @@ def test_dashboard_asks_for_the_key(chromium: str, tmp_path: Path) -> None:
     assert page.metrics["today.requests"] == DASH
 
 
+def test_dashboard_shows_keys_and_the_account_quota(chromium: str, tmp_path: Path) -> None:
+    ledger = UsageLedger(str(tmp_path / "usage.db"), 36500)
+    for index, rec in enumerate(records(time.time())):
+        ledger.record(dataclasses.replace(rec, key_name=("ci-bot", "laptop", "")[index % 3]))
+    assert ledger.flush()
+    resets = int(time.time()) + 3600
+    with serve(make_settings(usage_db="")) as running:
+        with_usage_routes(running, ledger)
+        running.app.state.backend.rate_limit = {  # type: ignore[attr-defined]
+            "status": "allowed_warning", "type": "five_hour", "resets_at": resets, "utilization": 0.85,
+            "overage_status": "rejected", "overage_resets_at": None, "overage_disabled_reason": "out_of_credits",
+            "using_overage": False, "reported_at": time.time(),
+            "windows": {"five_hour": {"status": "allowed_warning", "utilization": 0.85, "resets_at": resets},
+                        "seven_day": {"status": "allowed", "utilization": 0.1, "resets_at": resets + 86400}}}
+        page = browse(chromium, f"{running.url}/dashboard", tmp_path / "profile", "--dump-dom")
+        month = httpx.get(f"{running.url}/usage",
+                          params={"since": page.body["data-month-since"], "group_by": "key", "recent": 0}).json()
+    ledger.close()
+    assert script_errors(page.log) == []
+    assert page.ids["status"]["data-state"] == "ok", page.texts.get("status")
+    # The account's quota panel: its state, each window's use, the extra-usage state.
+    assert page.ids["quota"]["data-state"] == "allowed_warning"
+    assert "85.0% used" in page.texts["quota-summary"] and "out_of_credits" in page.texts["quota-summary"]
+    assert re.findall(r'data-window="([a-z_]+)"', page.dom) == ["five_hour", "seven_day"]
+    assert "10.0%" in page.texts["quota-windows"]
+    # By key this month, as /usage?group_by=key answers; the key selector offers the named keys.
+    groups = re.findall(r'<tbody id="keys">(.*?)</tbody>', page.dom, re.S)[0]
+    assert re.findall(r'data-group="([^"]*)"', groups) == [row["key"] for row in month["series"]]
+    assert {"ci-bot", "laptop", ""} <= {row["key"] for row in month["series"]}
+    assert "(no key)" in groups
+    options = re.findall(r'<option value="([^"]*)"', page.dom)
+    assert options[0] == "" and {"ci-bot", "laptop"} <= set(options)
+
+
 def test_latest_requests_show_the_model_asked_for_and_what_it_resolved_to(
     chromium: str, tmp_path: Path, upstream: FakeUpstream
 ) -> None:
@@ -309,8 +344,8 @@ def test_latest_requests_show_the_model_asked_for_and_what_it_resolved_to(
     assert (rows["req-failed"]["model_resolved"], rows["req-failed"]["model_used"]) == ("sonnet", "")
     assert (rows["req-ok"]["model_resolved"], rows["req-ok"]["model_used"]) == ("sonnet", answered_by)
 
-    # Columns: time, surface, client, model, resolved to, stream, status, ..., cost.
-    shown = {rid: (cells[3], cells[4], cells[6].split()[0]) for rid, cells in page.recent_cells.items()}
+    # Columns: time, surface, key, client, model, resolved to, stream, status, ..., cost.
+    shown = {rid: (cells[4], cells[5], cells[7].split()[0]) for rid, cells in page.recent_cells.items()}
     assert shown["req-unknown"] == ("gpt-9-nonexistent", DASH, "404")
     assert shown["req-limit"] == ("haiku", DASH, "400")
     assert shown["req-failed"][:2] == ("gpt-4o", "sonnet") and shown["req-failed"][2] != "200"

@@ -131,7 +131,8 @@ def compose(compose_text: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def service(compose: dict[str, Any]) -> dict[str, Any]:
     services = compose["services"]
-    assert list(services) == ["proxy"]
+    # Without a profile, `docker compose up` starts the one proxy; the rest is the replicas profile.
+    assert [name for name, svc in services.items() if not svc.get("profiles")] == ["proxy"]
     return dict(services["proxy"])
 
 
@@ -488,6 +489,75 @@ def test_credentials_file_variant_is_valid_and_safe(compose_text: str, final: St
     assert bind.get("read_only", False) is False
     assert bind["bind"]["create_host_path"] is False
     assert any(entry.startswith(config_dir + ":") for entry in proxy["tmpfs"])
+
+
+# -- the replicas profile (docs/scaling.md) ----------------------------------------------------------
+
+
+def replicas_of(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: svc for name, svc in compose["services"].items() if "replicas" in (svc.get("profiles") or [])}
+
+
+def test_the_replicas_profile_is_postgres_two_replicas_and_a_balancer(compose: dict[str, Any]) -> None:
+    profile = replicas_of(compose)
+    assert sorted(profile) == ["balancer", "postgres", "replica-1", "replica-2"]
+    assert "ports" not in profile["postgres"], "the database is reached on the compose network only"
+    for name in ("replica-1", "replica-2"):
+        assert "ports" not in profile[name], "the balancer is the one way in"
+        assert profile[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    [port] = profile["balancer"]["ports"]
+    assert port.startswith("127.0.0.1:") and port != "127.0.0.1:8000:8000"
+
+
+def test_replicas_share_the_database_and_each_has_its_own_login(compose: dict[str, Any]) -> None:
+    profile = replicas_of(compose)
+    envs = [profile[name]["environment"] for name in ("replica-1", "replica-2")]
+    urls = {env["CLAUDE_PROXY_DATABASE_URL"] for env in envs}
+    assert len(urls) == 1 and next(iter(urls)).startswith("postgresql://proxy:${POSTGRES_PASSWORD:-}")
+    assert "@postgres:5432/" in next(iter(urls))
+    tokens = [env["CLAUDE_CODE_OAUTH_TOKEN"] for env in envs]
+    assert len(set(tokens)) == 2, "logins are never pooled: one per replica"
+    for env in envs:
+        assert env["CLAUDE_PROXY_API_KEY"] == "${CLAUDE_PROXY_API_KEY:-}"  # the proxy service's `:?` requires it
+        assert env["CLAUDE_PROXY_HOST"] == "0.0.0.0"
+        for name, value in env.items():
+            if SECRET_NAME.search(name):
+                assert re.fullmatch(r"\$\{[A-Z_0-9]+(:-)?\}", str(value)), f"{name} must come from .env"
+    assert profile["postgres"]["environment"]["POSTGRES_PASSWORD"] == "${POSTGRES_PASSWORD:-}"
+
+
+def test_the_default_up_needs_no_variable_of_the_replicas_profile(compose_text: str, compose: dict[str, Any]) -> None:
+    """Compose interpolates every service, in a profile or not, before it picks the ones to run:
+    a required (`:?`) variable in the profile would stop the single proxy's `docker compose up`."""
+    required = set(re.findall(r"\$\{([A-Z_0-9]+):\?", compose_text))
+    assert required == {"CLAUDE_PROXY_API_KEY"}
+    assert "${CLAUDE_PROXY_API_KEY:?" in json.dumps(compose["services"]["proxy"])
+
+
+def test_replicas_are_hardened_like_the_proxy(compose: dict[str, Any], service: dict[str, Any]) -> None:
+    for name in ("replica-1", "replica-2"):
+        replica = replicas_of(compose)[name]
+        for setting in ("image", "read_only", "tmpfs", "cap_drop", "security_opt", "mem_limit", "pids_limit",
+                        "stop_grace_period", "restart", "logging"):
+            assert replica[setting] == service[setting], (name, setting)
+
+
+def test_the_balancer_sends_to_both_replicas_with_a_loopback_host(compose: dict[str, Any]) -> None:
+    balancer = replicas_of(compose)["balancer"]
+    [config] = balancer["configs"]
+    text = compose["configs"][config["source"]]["content"]
+    assert config["target"].startswith("/etc/nginx/conf.d/")
+    assert "server replica-1:8000" in text and "server replica-2:8000" in text
+    assert "proxy_set_header Host localhost;" in text  # the replicas' DNS-rebinding guard accepts it
+    assert "proxy_buffering off;" in text  # streams are not held back
+    assert "$" not in text, "compose would interpolate it"
+
+
+def test_scaling_is_documented(compose_text: str) -> None:
+    doc = (ROOT / "docs" / "scaling.md").read_text(encoding="utf-8")
+    for needle in ("--profile replicas", "POSTGRES_PASSWORD", "REPLICA_1_OAUTH_TOKEN", "CLAUDE_PROXY_DATABASE_URL"):
+        assert needle in doc, needle
+    assert "own login" in compose_text and "own login" in doc
 
 
 # -- .dockerignore semantics (moby's patternmatcher, reduced to what we use) ------------------------

@@ -30,9 +30,9 @@ import yaml
 
 from claude_code_proxy.config.settings import find_cli
 from tests.conftest import make_settings
+from tests.integration.test_docker import COMPOSE, DOCKERFILE, env_of, exec_form, stages
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.server import serve
-from tests.integration.test_docker import COMPOSE, DOCKERFILE, env_of, exec_form, stages
 
 REPO = Path(__file__).resolve().parents[2]
 SIGN_IN_URL = re.compile(r"https://\S+/oauth/authorize\?\S+")

@@ -20,6 +20,9 @@ directives found in the text of the last user turn, so a test can script the mod
     [[model:NAME]]        report NAME as the answering model (default: the model asked for)
     [[stop:WORD]]         the text contains WORD; honour stop_sequences
     [[cache:N]]           report N cache-read input tokens
+    [[quota:STATUS:UTIL]] subscription rate-limit headers (anthropic-ratelimit-unified-*):
+                          STATUS allowed|allowed_warning|rejected, UTIL the 5-hour window's
+                          utilization (0-1), resetting an hour from now; rejected is a 429
     [[agent:NAME:N]]      (in the first user turn) an agent loop: call tool NAME with
                           {"round": k} until N tool rounds are in the history, then finish
 
@@ -351,6 +354,11 @@ class _Handler(BaseHTTPRequestHandler):
         names = {name for name, _ in found}
         args = {name: arg for name, arg in found}
 
+        quota = _quota_headers(args["quota"]) if "quota" in names else {}
+        if quota and quota["anthropic-ratelimit-unified-status"] == "rejected":
+            self._json(429, {"type": "error", "error": {"type": "rate_limit_error",
+                                                        "message": "fake upstream: plan limit reached"}}, quota)
+            return
         if "error" in names:
             status = int(args["error"] or 500)
             kinds = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -409,6 +417,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("cache-control", "no-cache")
         self.send_header("request-id", "req_fake")
         self.send_header("connection", "close")
+        for key, value in quota.items():
+            self.send_header(key, value)
         self.end_headers()
         self.close_connection = True
         usage = {"input_tokens": count_tokens(body), "output_tokens": 1,
@@ -468,6 +478,29 @@ class _Handler(BaseHTTPRequestHandler):
                                       "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
                                       "usage": {"output_tokens": max(1, output_tokens)}})
         self._event("message_stop", {"type": "message_stop"})
+
+
+QUOTA_RESET_S = 3600
+
+
+def _quota_headers(arg: str | None) -> dict[str, str]:
+    """The unified rate-limit headers a subscription's responses carry."""
+    status, _, utilization = (arg or "allowed:0.5").partition(":")
+    reset = str(int(time.time()) + QUOTA_RESET_S)
+    return {
+        "anthropic-ratelimit-unified-status": status,
+        "anthropic-ratelimit-unified-reset": reset,
+        "anthropic-ratelimit-unified-representative-claim": "five_hour",
+        "anthropic-ratelimit-unified-5h-status": status,
+        "anthropic-ratelimit-unified-5h-utilization": utilization or "0.5",
+        "anthropic-ratelimit-unified-5h-reset": reset,
+        "anthropic-ratelimit-unified-7d-status": "allowed",
+        "anthropic-ratelimit-unified-7d-utilization": "0.1",
+        "anthropic-ratelimit-unified-7d-reset": str(int(time.time()) + 7 * 86400),
+        "anthropic-ratelimit-unified-overage-status": "rejected",
+        "anthropic-ratelimit-unified-overage-disabled-reason": "out_of_credits",
+        "anthropic-ratelimit-unified-fallback-percentage": "0.5",
+    }
 
 
 def _upstream_tool_name(body: dict[str, Any], name: str) -> str:

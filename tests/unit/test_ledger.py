@@ -285,7 +285,7 @@ def test_migration_from_v1_keeps_rows(db: Path) -> None:
     led.record(rec(time.time() + 1, request_id="new", client="openai-python"))
     led.close()
     with sqlite3.connect(db) as conn:
-        assert schema_version(conn) == SCHEMA_VERSION == 3
+        assert schema_version(conn) == SCHEMA_VERSION == 4
         rows = dict(conn.execute("SELECT request_id, client FROM requests").fetchall())
     assert rows == {"old": "unknown", "new": "openai-python"}
     reader = UsageLedger(str(db), 36500, writer=False)
@@ -308,7 +308,7 @@ def test_migration_from_v2_adds_the_resolved_model(db: Path) -> None:
                    model_used="", status=529, error_kind="overloaded_error"))
     led.close()
     with sqlite3.connect(db) as conn:
-        assert schema_version(conn) == 3
+        assert schema_version(conn) == SCHEMA_VERSION
     reader = UsageLedger(str(db), 36500, writer=False)
     new, old = reader.recent(2)
     assert (new.model_requested, new.model_resolved, new.model_used) == ("gpt-4o", "sonnet", "")
@@ -425,7 +425,7 @@ def test_recent_is_latest_first_and_metadata_only(ledger: UsageLedger) -> None:
     assert set(latest[0].as_json()) == {
         "ts", "surface", "route", "model_requested", "model_used", "stream", "status", "error_kind",
         "duration_ms", "ttft_ms", "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
-        "cost_usd", "client", "request_id", "model_resolved",
+        "cost_usd", "client", "request_id", "model_resolved", "key_name",
     }
 
 

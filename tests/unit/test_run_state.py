@@ -285,4 +285,26 @@ def test_rate_limit_summary() -> None:
                                       rate_limit_type="five_hour", utilization=0.9),
         uuid="u", session_id="s")
     assert rate_limit_summary(event) == {"status": "allowed_warning", "type": "five_hour",
-                                         "resets_at": int(NOW) + 60, "utilization": 0.9, "reported_at": NOW}
+                                         "resets_at": int(NOW) + 60, "utilization": 0.9, "reported_at": NOW,
+                                         "overage_status": None, "overage_resets_at": None,
+                                         "overage_disabled_reason": None, "using_overage": None, "windows": {}}
+
+
+def test_rate_limit_summary_keeps_every_window_and_the_overage_state() -> None:
+    # What a current CLI sends: utilization per window only, in the raw event.
+    raw = {"status": "allowed", "resetsAt": int(NOW) + 60, "rateLimitType": "five_hour", "overageStatus": "rejected",
+           "overageDisabledReason": "out_of_credits", "isUsingOverage": False,
+           "unifiedWindows": {
+               "five_hour": {"utilization": 0.85, "resetsAt": int(NOW) + 60, "status": "allowed_warning"},
+               "seven_day": {"utilization": 0.1, "resetsAt": int(NOW) + 600, "status": "allowed"}}}
+    event = RateLimitEvent(
+        rate_limit_info=RateLimitInfo(status="allowed", resets_at=int(NOW) + 60, rate_limit_type="five_hour",
+                                      overage_status="rejected", overage_disabled_reason="out_of_credits", raw=raw),
+        uuid="u", session_id="s")
+    summary = rate_limit_summary(event)
+    assert summary["utilization"] == 0.85  # from the window that applies
+    assert summary["windows"] == {
+        "five_hour": {"status": "allowed_warning", "utilization": 0.85, "resets_at": int(NOW) + 60},
+        "seven_day": {"status": "allowed", "utilization": 0.1, "resets_at": int(NOW) + 600}}
+    assert (summary["overage_status"], summary["overage_disabled_reason"], summary["using_overage"]) == (
+        "rejected", "out_of_credits", False)

@@ -50,7 +50,7 @@ async def create_response(request: Request, catalog: CatalogDep, settings: Setti
         raise TooManyMessagesError(
             f"Too many input items ({len(raw['input'])}); the limit is {settings.max_messages}.", param="input")
     body = parse(ResponsesRequest, raw)
-    store, scope = store_for(request, settings), key_scope(settings)
+    store, scope = store_for(request, settings), key_scope(settings, request)
     previous = None
     if body.previous_response_id is not None:
         previous = store.get(scope, body.previous_response_id, "previous_response_id")
@@ -83,12 +83,12 @@ async def create_response(request: Request, catalog: CatalogDep, settings: Setti
 
 @router.get("/openai/v1/responses/{response_id}")
 async def retrieve_response(response_id: str, request: Request, settings: SettingsDep) -> dict[str, Any]:
-    return store_for(request, settings).get(key_scope(settings), response_id).public()
+    return store_for(request, settings).get(key_scope(settings, request), response_id).public()
 
 
 @router.delete("/openai/v1/responses/{response_id}")
 async def delete_response(response_id: str, request: Request, settings: SettingsDep) -> dict[str, Any]:
-    store_for(request, settings).delete(key_scope(settings), response_id)
+    store_for(request, settings).delete(key_scope(settings, request), response_id)
     return {"id": response_id, "object": "response.deleted", "deleted": True}
 
 
@@ -99,7 +99,7 @@ async def list_input_items(
 ) -> dict[str, Any]:
     if not 1 <= limit <= 100:
         raise InvalidRequestError("limit must be between 1 and 100.", param="limit")
-    items = list(store_for(request, settings).get(key_scope(settings), response_id).input_items)
+    items = list(store_for(request, settings).get(key_scope(settings, request), response_id).input_items)
     if order == "desc":
         items.reverse()
     if after is not None:

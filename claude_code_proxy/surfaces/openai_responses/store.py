@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import TypeAdapter
 from starlette.requests import Request
 
+from claude_code_proxy.accounts.keys import SETTING_KEY_NAME
 from claude_code_proxy.config.settings import Settings
 from claude_code_proxy.exceptions import NotFoundError
 from claude_code_proxy.surfaces.openai_responses.models import InputItem
@@ -119,9 +120,13 @@ def with_ids(items: list[dict[str, Any]], new_id: Callable[[str], str]) -> list[
     return out
 
 
-def key_scope(settings: Settings) -> str:
-    """Whose responses a request may see: a digest of the API key (every request that got
-    this far presented it), or one shared scope when the proxy has no key."""
+def key_scope(settings: Settings, request: Request | None = None) -> str:
+    """Whose responses a request may see: the named API key it presented (web/guards.py put
+    it on the request), else a digest of the CLAUDE_PROXY_API_KEY setting (every request
+    that got this far presented it), or one shared scope when the proxy has no key."""
+    key = getattr(request.state, "api_key", None) if request is not None else None
+    if key is not None and key.name != SETTING_KEY_NAME:
+        return f"named:{key.name}"
     if settings.api_key is None:
         return ""
     return hashlib.sha256(settings.api_key.get_secret_value().encode()).hexdigest()

@@ -1,0 +1,1 @@
+"""Named API keys and their limits."""

@@ -1,0 +1,1 @@
+"""The database behind the ledger, the named keys and the limit counters."""
