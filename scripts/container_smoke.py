@@ -307,7 +307,8 @@ def create_network() -> str:
 
 
 SERVICE = "proxy"
-"""The one service the smoke brings up (the `replicas` profile's are named by docs/scaling.md)."""
+"""The one service the smoke brings up: podman-compose (1.0) knows no profiles, so a bare `up`
+would start the `replicas` profile's services too (docs/scaling.md)."""
 
 
 def write_project(directory: Path, upstream_url: str) -> Composed:
@@ -319,11 +320,6 @@ def write_project(directory: Path, upstream_url: str) -> Composed:
         f"PROXY_HOST_PORT={composed.port}\n"
         f"ANTHROPIC_BASE_URL={upstream_url}\n"
         "ANTHROPIC_API_KEY=smoke-test-key-for-the-fake-upstream\n"
-        # The replicas profile's required variables: podman-compose (1.0) knows no profiles and
-        # substitutes the whole file, so they must be set although only SERVICE comes up.
-        "POSTGRES_PASSWORD=unused-by-the-smoke\n"
-        "REPLICA_1_OAUTH_TOKEN=unused-by-the-smoke\n"
-        "REPLICA_2_OAUTH_TOKEN=unused-by-the-smoke\n"
     )
     return composed
 
