@@ -94,6 +94,7 @@ def cpu_entry(sample: scenarios.Sample, method: str) -> dict[str, Any]:
 
 def load_entry(load: scenarios.Load, proxy: str) -> dict[str, Any]:
     n = load.completed
+    through_proxy = proxy.startswith("proxy")  # the direct floor has no proxy process to count
     return {
         "proxy": proxy,
         "clients": load.clients,
@@ -105,12 +106,12 @@ def load_entry(load: scenarios.Load, proxy: str) -> dict[str, Any]:
         "error_samples": load.error_texts,
         "ramp_s": load.ramp_s,
         "ramp_counters": load.ramp_counters,
-        "peak_cli_processes": load.peak_cli_processes,
+        "peak_cli_processes": load.peak_cli_processes if through_proxy else load.clients,
         "peak_rss_total": load.peak_rss_total,
         "peak_rss_proxy": load.peak_rss_proxy,
         "cpu_s_per_request": load.cpu_s / n if n else None,
-        "proxy_own_cpu_ms_per_request": load.own_cpu_s * 1000 / n if n else None,
-        "driver_cpu_ms_per_request": load.driver_cpu_s * 1000 / n if n else None,
+        "proxy_own_cpu_ms_per_request": load.own_cpu_s * 1000 / n if n and through_proxy else None,
+        "driver_cpu_ms_per_request": load.driver_cpu_s * 1000 / n if n and through_proxy else None,
         "counters": load.counters,
         "raw_latency_s": load.latencies,
     }
