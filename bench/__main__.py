@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import direct as direct_sdk
 from bench import report, scenarios
 from bench.harness import FakeUpstreamProcess, ProxyProcess, cli_environment, tree_rss, wait_settled
 from bench.stats import evaluate_targets, floor_relative, per_time, summarize
@@ -144,8 +145,8 @@ async def measure(args: argparse.Namespace, upstream_url: str, log: Any) -> dict
     memory: dict[str, Any] = {}
     concurrency: list[dict[str, Any]] = []
     meta: dict[str, Any] = {}
-    direct = scenarios.DirectSDK()
-    reused = scenarios.ReusedSDK(direct)
+    direct = direct_sdk.DirectSDK()
+    reused = direct_sdk.ReusedSDK(direct)
     meta["max_concurrency"] = args.max_concurrency or direct.settings.max_concurrency
     meta["queue_size"] = args.queue_size
     meta["pool_size"] = args.pool_size if args.pool_size is not None else direct.settings.pool_size
@@ -165,8 +166,8 @@ async def measure(args: argparse.Namespace, upstream_url: str, log: Any) -> dict
 
         # Discarded warm-up runs: first-use costs; on the pooled proxies they prime the pool.
         log("warm-up (discarded): direct SDK, the three proxies")
-        await scenarios.run_direct(direct, 1, quiet)
-        await scenarios.run_reused(reused, 1, args.settle_timeout, quiet)
+        await direct_sdk.run_direct(direct, 1, quiet)
+        await direct_sdk.run_reused(reused, 1, args.settle_timeout, quiet)
         for proxy in proxies.values():
             assert proxy.ps is not None
             for stream in (False, True):
@@ -186,9 +187,9 @@ async def measure(args: argparse.Namespace, upstream_url: str, log: Any) -> dict
         log(f"interleaved runs: {args.runs} of each scenario")
         for i in range(args.runs):
             tag = f" {i + 1}/{args.runs}"
-            samples["direct_cold"].merge(await scenarios.run_direct(
+            samples["direct_cold"].merge(await direct_sdk.run_direct(
                 direct, 1, log, warmup=False, label="direct_cold" + tag))
-            samples["direct_reused"].merge(await scenarios.run_reused(
+            samples["direct_reused"].merge(await direct_sdk.run_reused(
                 reused, 1, args.settle_timeout, log, label="direct_reused" + tag))
             for base, proxy in proxies.items():
                 assert proxy.ps is not None
@@ -210,7 +211,7 @@ async def measure(args: argparse.Namespace, upstream_url: str, log: Any) -> dict
         await reused.close()
 
         if args.levels:
-            load = await scenarios.run_direct_load(direct, clients=meta["pool_size"], duration=args.duration,
+            load = await direct_sdk.run_direct_load(direct, clients=meta["pool_size"], duration=args.duration,
                                                    settle_timeout=args.settle_timeout, log=log)
             concurrency.append(load_entry(load, "direct_reused"))
         for key, levels in (("proxy_single", args.single_levels), ("proxy_warm", args.levels)):
