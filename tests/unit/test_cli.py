@@ -19,9 +19,10 @@ def test_serve_uses_uvloop_and_httptools_installed_with_the_proxy() -> None:
 
 
 def test_serve_falls_back_to_asyncio_and_h11(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = importlib.util.find_spec
-    missing = {"uvloop", "httptools"}
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a))
+    installed: set[str] = set()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name in installed else None)
     assert cli.server_choices() == ("asyncio", "h11")
-    missing.discard("httptools")
+    installed.add("httptools")
     assert cli.server_choices() == ("asyncio", "httptools")
+    installed.add("uvloop")
+    assert cli.server_choices() == ("uvloop", "httptools")
