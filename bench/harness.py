@@ -102,25 +102,48 @@ def _rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def tree_cpu(proc: psutil.Process) -> float:
-    """CPU-seconds of ``proc``, its reaped children (cutime/cstime) and its live descendants."""
+def _threads_cpu(pid: int) -> float | None:
+    """CPU-seconds of a live process's threads, to the nanosecond (Linux schedstat), or None.
+
+    psutil's CPU times tick at 10 ms, coarser than a reused CLI's whole turn; the
+    scheduler's per-thread counters are exact.  Threads that already ended are not in it
+    (the CLIs' and the proxy's threads live as long as their process)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as stat:
+                total += int(stat.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # the thread just ended
+    return total / 1e9
+
+
+def own_cpu(proc: psutil.Process) -> float:
+    """CPU-seconds of the process itself (its threads), no children."""
+    precise = _threads_cpu(proc.pid)
+    if precise is not None:
+        return precise
     try:
         times = proc.cpu_times()
-        total = times.user + times.system + times.children_user + times.children_system
-        for child in proc.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                ct = child.cpu_times()
-                total += ct.user + ct.system
-        return total
+        return times.user + times.system
     except psutil.Error:
         return 0.0
 
 
-def own_cpu(proc: psutil.Process) -> float:
-    """CPU-seconds of the process itself (the proxy's Python code), no children."""
+def tree_cpu(proc: psutil.Process) -> float:
+    """CPU-seconds of ``proc``, its reaped children (cutime/cstime, 10 ms ticks) and its
+    live descendants."""
     try:
         times = proc.cpu_times()
-        return times.user + times.system
+        total = own_cpu(proc) + times.children_user + times.children_system
+        for child in proc.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                total += own_cpu(child)
+        return total
     except psutil.Error:
         return 0.0
 
@@ -224,8 +247,7 @@ class ProxyProcess:
         with self.log_path.open("wb") as log:
             # cwd is an empty temp dir so no developer .env is picked up.
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "claude_code_proxy", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                self.command(), cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self.ps = psutil.Process(self.proc.pid)
         deadline = time.monotonic() + timeout
@@ -237,6 +259,10 @@ class ProxyProcess:
                     return self
             time.sleep(0.05)
         raise RuntimeError(f"proxy did not answer /health/live in {timeout:g} s:\n{self.log_tail()}")
+
+    def command(self) -> list[str]:
+        """The server's command line (a subclass may start a variant of the server)."""
+        return [sys.executable, "-m", "claude_code_proxy", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
 
     def log_tail(self, lines: int = 30) -> str:
         try:

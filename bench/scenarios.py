@@ -1,4 +1,4 @@
-"""The measurements: direct SDK runs, proxy requests, concurrent bursts.
+"""The proxy measurements: one request, sequential runs, a closed loop of clients.
 
 Latency ("wall") is from sending the request to having the whole answer: for the proxy
 the full HTTP response, for ``query()`` the ``ResultMessage``.  TTFT is until the first
@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -66,123 +63,8 @@ class Sample:
             self.error_texts.append(text[:300])
 
 
-# -- direct SDK ----------------------------------------------------------------------
-class DirectSDK:
-    """The SDK driven directly, with exactly the options the proxy builds for the same request."""
-
-    def __init__(self) -> None:
-        from claude_code_proxy.backend.options import build_options
-        from claude_code_proxy.catalog import ModelCatalog
-        from claude_code_proxy.config.settings import Settings
-        from claude_code_proxy.surfaces.anthropic.models import MessagesRequest
-        from claude_code_proxy.surfaces.anthropic.translate import from_anthropic
-
-        self.settings = Settings(_env_file=None, cli_max_retries=0, usage_db="")  # type: ignore[call-arg]
-        self._build_options = build_options
-        self.cli_path = self.settings.resolved_cli_path()
-        catalog = ModelCatalog(self.settings.models, self.settings.model_aliases, self.settings.default_model)
-        body = MessagesRequest.model_validate(messages_body())
-        self.chat = from_anthropic(body, catalog.resolve(body.model))
-        self.teardowns: list[float] = []
-        """Seconds ``disconnect()`` took after each warm turn (not part of its latency)."""
-
-    def _workdir(self) -> Path:
-        workdir = Path(tempfile.mkdtemp(prefix="bench-direct-"))
-        (workdir / "cwd").mkdir(mode=0o700)
-        (workdir / "tmp").mkdir(mode=0o700)
-        return workdir
-
-    def options(self, workdir: Path) -> Any:
-        return self._build_options(self.settings, self.cli_path, self.chat, workdir)
-
-    async def cold(self) -> tuple[float, float | None]:
-        """One cold ``query()``: (seconds to the ResultMessage, seconds to the first delta)."""
-        import claude_agent_sdk as sdk
-
-        workdir = self._workdir()
-        try:
-            options = self.options(workdir)
-            start = time.perf_counter()
-            return await _timed(sdk.query(prompt=PROMPT, options=options), start, "query()")
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-    async def warm(self, settle_timeout: float) -> tuple[float, float | None]:
-        """One turn on a ClaudeSDKClient connected (and settled) before the clock starts."""
-        import claude_agent_sdk as sdk
-
-        workdir = self._workdir()
-        client = sdk.ClaudeSDKClient(self.options(workdir))
-        try:
-            await client.connect()
-            process = getattr(getattr(client, "_transport", None), "_process", None)
-            pid = getattr(process, "pid", None)
-            if pid is None:
-                await asyncio.sleep(1.5)
-            else:
-                await asyncio.to_thread(_wait_idle, pid, settle_timeout)
-            start = time.perf_counter()
-            await client.query(PROMPT)
-            result, ttft = await _timed(client.receive_response(), start, "warm turn")
-            before = time.perf_counter()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.disconnect(), 10)
-            self.teardowns.append(time.perf_counter() - before)
-            return result, ttft
-        finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.disconnect(), 10)
-            shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _wait_idle(pid: int, timeout: float) -> None:
-    """Until the process used under 4 CPU-ms in a 100 ms window (it waits for input)."""
-    try:
-        proc = psutil.Process(pid)
-        deadline = time.monotonic() + timeout
-        before = own_cpu(proc)
-        while time.monotonic() < deadline:
-            time.sleep(0.1)
-            now = own_cpu(proc)
-            if (now - before) * 1000 < 4:
-                return
-            before = now
-    except psutil.Error:
-        return
-
-
-async def run_direct(direct: DirectSDK, kind: str, runs: int, settle_timeout: float, log: Any,
-                     *, warmup: bool = True, label: str = "") -> Sample:
-    sample = Sample()
-    me = psutil.Process()
-    if warmup:  # one discarded run: first-time costs (disk cache, imports) are not what is measured
-        with contextlib.suppress(Exception):
-            await (direct.cold() if kind == "cold" else direct.warm(settle_timeout))
-    cpu_before = _self_cpu(me)
-    for i in range(runs):
-        await asyncio.to_thread(time.sleep, 0.2)
-        try:
-            wall, ttft = await (direct.cold() if kind == "cold" else direct.warm(settle_timeout))
-        except Exception as exc:
-            sample.error(f"{type(exc).__name__}: {exc}")
-            continue
-        sample.wall.append(wall)
-        if ttft is not None:
-            sample.ttft.append(ttft)
-        log(f"  {label or 'direct_' + kind}{_nth(i, runs)}: {wall * 1000:.0f} ms")
-    if kind == "cold":
-        # Includes the warm-up-free part only; the SDK's Python, the CLI (reaped) and 0.2 s sleeps.
-        sample.cpu_s = _self_cpu(me) - cpu_before
-    return sample
-
-
-def _nth(i: int, runs: int) -> str:
+def nth(i: int, runs: int) -> str:
     return f" {i + 1}/{runs}" if runs > 1 else ""
-
-
-def _self_cpu(proc: psutil.Process) -> float:
-    times = proc.cpu_times()
-    return times.user + times.system + times.children_user + times.children_system
 
 
 # -- proxy ---------------------------------------------------------------------------
@@ -241,7 +123,7 @@ async def run_proxy(url: str, ps: psutil.Process, *, stream: bool, runs: int, wa
             sample.wall.append(wall)
             if ttft is not None:
                 sample.ttft.append(ttft)
-            log(f"  {label}{_nth(i, runs)}: {wall * 1000:.0f} ms" + (f", TTFT {ttft * 1000:.0f} ms" if ttft else ""))
+            log(f"  {label}{nth(i, runs)}: {wall * 1000:.0f} ms" + (f", TTFT {ttft * 1000:.0f} ms" if ttft else ""))
         # Settle first, so the CPU of the replacement the pool starts afterwards counts here.
         await asyncio.to_thread(wait_settled, ps, want_children=want_children, timeout=settle_timeout)
         sample.cpu_s = tree_cpu(ps) - cpu_before
@@ -250,67 +132,133 @@ async def run_proxy(url: str, ps: psutil.Process, *, stream: bool, runs: int, wa
 
 
 @dataclass
-class Burst:
+class Load:
     clients: int
-    walls: list[float] = field(default_factory=list)
-    requests: int = 0
+    duration: float
+    """Seconds of the measured window."""
+    completed: int = 0
+    """Answers that arrived within the measured window."""
+    latencies: list[float] = field(default_factory=list)
     errors: int = 0
+    """Failed requests, ramp included."""
     error_texts: list[str] = field(default_factory=list)
+    ramp_s: float = 0.0
+    """Seconds until every client had its first answer (the window starts then)."""
+    ramp_counters: dict[str, float] = field(default_factory=dict)
     peak_rss_total: int = 0
     peak_rss_proxy: int = 0
     peak_cli_processes: int = 0
     cpu_s: float = 0.0
+    own_cpu_s: float = 0.0
+    driver_cpu_s: float = 0.0
+    """CPU-seconds of the benchmark process itself (the HTTP clients) over the window."""
+    counters: dict[str, float] = field(default_factory=dict)
+    """Changes of the proxy's /metrics counters over the window (CLIs started, pool hits...)."""
+
+    def fail(self, exc: BaseException) -> None:
+        self.errors += 1
+        if len(self.error_texts) < 5:
+            self.error_texts.append(f"{type(exc).__name__}: {exc}"[:300])
 
 
-async def run_burst(url: str, ps: psutil.Process, *, clients: int, rounds: int, want_children: int,
-                    settle_timeout: float, log: Any) -> Burst:
-    """``rounds`` times: ``clients`` simultaneous non-streaming requests (same configuration)."""
-    burst = Burst(clients)
+class Window:
+    """Answers counted between ``open()`` and ``close()``; everything before is the ramp."""
+
+    def __init__(self, clients: int) -> None:
+        self.started = 0.0
+        self.ended = 0.0
+        self.latencies: list[float] = []
+        self.first_answers: set[int] = set()
+        self.all_answered = asyncio.Event()
+        self.clients = clients
+        self.stop = False
+
+    def answered(self, client: int, sent: float, now: float) -> None:
+        if self.started and not self.ended and now >= self.started:
+            self.latencies.append(now - sent)
+        self.first_answers.add(client)
+        if len(self.first_answers) == self.clients:
+            self.all_answered.set()
+
+
+async def run_load(url: str, ps: psutil.Process, *, clients: int, duration: float, want_children: int,
+                   settle_timeout: float, log: Any, ramp_timeout: float = 120.0) -> Load:
+    """``clients`` clients, each sending the same non-streaming request back to back: a
+    closed loop.  The ramp (until every client has had one answer: the pool grows to the
+    load here) is reported apart; the window of ``duration`` seconds after it measures the
+    steady rate: answers that arrive in it, and CPU over it."""
+    load = Load(clients, duration)
     limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+    me = psutil.Process()
+    body = messages_body()
+    window = Window(clients)
     async with httpx.AsyncClient(timeout=TIMEOUT, limits=limits) as client:
-        for r in range(rounds):
-            await asyncio.to_thread(wait_settled, ps, want_children=want_children, timeout=settle_timeout)
-            cpu_before = tree_cpu(ps)
-            with RssSampler(ps) as sampler:
-                start = time.perf_counter()
-                results = await asyncio.gather(
-                    *(proxy_once(client, url, messages_body()) for _ in range(clients)), return_exceptions=True
-                )
-                wall = time.perf_counter() - start
-            burst.cpu_s += tree_cpu(ps) - cpu_before
-            burst.walls.append(wall)
-            burst.requests += clients
-            for result in results:
-                if isinstance(result, BaseException):
-                    burst.errors += 1
-                    if len(burst.error_texts) < 5:
-                        burst.error_texts.append(f"{type(result).__name__}: {result}"[:300])
-            burst.peak_rss_total = max(burst.peak_rss_total, sampler.peak_total)
-            burst.peak_rss_proxy = max(burst.peak_rss_proxy, sampler.peak_own)
-            burst.peak_cli_processes = max(burst.peak_cli_processes, sampler.peak_children)
-            log(f"  {clients} concurrent, round {r + 1}/{rounds}: {wall:.2f} s, errors so far {burst.errors}")
-    return burst
+        await asyncio.to_thread(wait_settled, ps, want_children=want_children, timeout=settle_timeout)
+        ramp_before = await scrape_counters(client, url)
+
+        async def one_client(index: int) -> None:
+            while not window.stop:
+                sent = time.perf_counter()
+                try:
+                    await proxy_once(client, url, body)
+                except Exception as exc:
+                    load.fail(exc)
+                    await asyncio.sleep(0.05)  # a refused request is not retried in a tight loop
+                    continue
+                window.answered(index, sent, time.perf_counter())
+
+        with RssSampler(ps, interval=0.2) as sampler:
+            start = time.perf_counter()
+            tasks = [asyncio.create_task(one_client(i)) for i in range(clients)]
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(window.all_answered.wait(), ramp_timeout)
+                load.ramp_s = time.perf_counter() - start
+                before = await scrape_counters(client, url)
+                cpu_before, own_before, driver_before = tree_cpu(ps), own_cpu(ps), own_cpu(me)
+                window.started = time.perf_counter()
+                await asyncio.sleep(duration)
+                window.ended = time.perf_counter()
+                load.driver_cpu_s = own_cpu(me) - driver_before
+                load.cpu_s = tree_cpu(ps) - cpu_before
+                load.own_cpu_s = own_cpu(ps) - own_before
+                load.duration = window.ended - window.started
+            finally:
+                window.stop = True
+                await asyncio.gather(*tasks, return_exceptions=True)
+        after = await scrape_counters(client, url)
+    load.latencies = window.latencies
+    load.completed = len(window.latencies)
+    load.ramp_counters = {key: before.get(key, 0.0) - ramp_before.get(key, 0.0) for key in before}
+    load.counters = {key: after[key] - before.get(key, 0.0) for key in after}
+    load.peak_rss_total = sampler.peak_total
+    load.peak_rss_proxy = sampler.peak_own
+    load.peak_cli_processes = sampler.peak_children
+    log(f"  {clients} clients: ramp {load.ramp_s:.2f} s, then {load.completed} answers in {load.duration:.2f} s, "
+        f"{load.errors} errors, peak {load.peak_cli_processes} CLIs")
+    return load
+
+
+COUNTERS = ("claude_proxy_cli_spawned_total", "claude_proxy_warm_pool_hits_total",
+            "claude_proxy_warm_pool_misses_total")
+
+
+async def scrape_counters(client: httpx.AsyncClient, url: str) -> dict[str, float]:
+    """The proxy's CLI counters from /metrics, summed over labels ({} if unavailable)."""
+    try:
+        response = await client.get(f"{url}/metrics")
+    except httpx.HTTPError:
+        return {}
+    totals: dict[str, float] = {}
+    for line in response.text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in COUNTERS:
+            with contextlib.suppress(ValueError):
+                totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return totals
 
 
 def detect_pool(ps: psutil.Process, timeout: float) -> int:
     """How many pre-started CLIs the proxy keeps after a request (0: no warm pool)."""
     wait_settled(ps, want_children=1, timeout=timeout)
     return len(cli_children(ps))
-
-
-async def _timed(messages: Any, start: float, what: str) -> tuple[float, float | None]:
-    """Seconds from ``start`` to the ResultMessage and to the first text delta of a turn."""
-    import claude_agent_sdk as sdk
-
-    ttft = result = None
-    async for message in messages:
-        if ttft is None and isinstance(message, sdk.StreamEvent) \
-                and message.event.get("type") == "content_block_delta":
-            ttft = time.perf_counter() - start
-        if isinstance(message, sdk.ResultMessage):
-            result = time.perf_counter() - start
-            if message.is_error:
-                raise RuntimeError(f"{what} failed: {message.result}")
-    if result is None:
-        raise RuntimeError(f"{what} ended without a ResultMessage")
-    return result, ttft
