@@ -231,3 +231,24 @@ def thinking_options(thinking: Any, max_tokens: int) -> dict[str, Any] | None:
             "thinking.budget_tokens must be less than max_tokens.", param="thinking.budget_tokens"
         )
     return {"type": "enabled", "budget_tokens": thinking.budget_tokens}
+
+
+def text_blocks(text: str, param: str) -> list[dict[str, Any]]:
+    """A text as content blocks: one checked text block, or none for blank text."""
+    check_text(text, param)
+    return [{"type": "text", "text": text}] if text.strip() else []
+
+
+def tool_arguments(raw: dict[str, Any] | str | None, param: str) -> dict[str, Any]:
+    """Tool-call arguments as an object: JSON text or an object; empty means none (LiteLLM bug 1)."""
+    if raw is None or isinstance(raw, dict):
+        return raw or {}
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise InvalidRequestError("Tool call arguments must be a JSON object.", param=param) from None
+    if not isinstance(value, dict):
+        raise InvalidRequestError("Tool call arguments must be a JSON object.", param=param)
+    return value

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +35,8 @@ from claude_code_proxy.chat.content import (
     finish_conversation,
     merge_turns,
     sanitize_tool_id,
+    text_blocks,
+    tool_arguments,
 )
 from claude_code_proxy.chat.request import ChatRequest, ClientTool
 from claude_code_proxy.exceptions import InvalidRequestError
@@ -159,11 +160,11 @@ def translate_messages(messages: list[Message]) -> tuple[str | None, list[dict[s
                 system.append(text)
         elif message.role == "user":
             blocks = [image_block(data, f"{param}.images.{j}") for j, data in enumerate(message.images or [])]
-            turns.append({"role": "user", "content": blocks + _text_blocks(text)})
+            turns.append({"role": "user", "content": blocks + text_blocks(text, "messages")})
         elif message.role == "assistant":
             calls = [tool_use(call, i, j) for j, call in enumerate(message.tool_calls or [])]
             pending = [(block["id"], block["name"]) for block in calls]
-            turns.append({"role": "assistant", "content": _text_blocks(text) + calls})
+            turns.append({"role": "assistant", "content": text_blocks(text, "messages") + calls})
         else:
             call_id = _answered_call(message, pending, param)
             block: dict[str, Any] = {"type": "tool_result", "tool_use_id": call_id}
@@ -179,7 +180,8 @@ def tool_use(call: ToolCall, index: int, position: int) -> dict[str, Any]:
     """An assistant turn's tool call; calls without an id (Ollama's older form) get one."""
     call_id = sanitize_tool_id(call.id) if call.id else f"call_{index}_{position}"
     return {"type": "tool_use", "id": call_id, "name": call.function.name,
-            "input": _arguments(call.function.arguments, f"messages.{index}.tool_calls.{position}.function.arguments")}
+            "input": tool_arguments(call.function.arguments,
+                                    f"messages.{index}.tool_calls.{position}.function.arguments")}
 
 
 def _answered_call(message: Message, pending: list[tuple[str, str]], param: str) -> str:
@@ -235,22 +237,8 @@ def replays_tool_call(messages: list[dict[str, Any]]) -> bool:
     return False
 
 
-def _text_blocks(text: str) -> list[dict[str, Any]]:
-    return [{"type": "text", "text": text}] if text.strip() else []
 
 
-def _arguments(raw: dict[str, Any] | str | None, param: str) -> dict[str, Any]:
-    if raw is None or isinstance(raw, dict):
-        return raw or {}
-    if not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise InvalidRequestError("Tool call arguments must be a JSON object.", param=param) from None
-    if not isinstance(value, dict):
-        raise InvalidRequestError("Tool call arguments must be a JSON object.", param=param)
-    return value
 
 
 # -- responses ---------------------------------------------------------------------

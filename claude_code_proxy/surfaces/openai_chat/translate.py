@@ -32,7 +32,9 @@ from claude_code_proxy.chat.content import (
     image_from_url,
     merge_turns,
     sanitize_tool_id,
+    text_blocks,
     thinking_options,
+    tool_arguments,
 )
 from claude_code_proxy.chat.request import ChatRequest, ClientTool
 from claude_code_proxy.exceptions import InvalidRequestError
@@ -133,12 +135,12 @@ def translate_messages(request: ChatCompletionRequest) -> tuple[str | None, list
 
 def user_blocks(message: UserMessage, param: str) -> list[dict[str, Any]]:
     if isinstance(message.content, str):
-        return _text_blocks(message.content, f"{param}.content")
+        return text_blocks(message.content, f"{param}.content")
     blocks: list[dict[str, Any]] = []
     for j, part in enumerate(message.content):
         part_param = f"{param}.content.{j}"
         if part.type == "text":
-            blocks.extend(_text_blocks(part.text, part_param))
+            blocks.extend(text_blocks(part.text, part_param))
         elif part.type == "image_url":
             blocks.append(image_from_url(part.image_url.url, f"{part_param}.image_url.url"))
         # input_audio and file parts are accepted and dropped (docs/compatibility.md).
@@ -151,19 +153,19 @@ def assistant_blocks(
     param = f"messages.{index}"
     blocks: list[dict[str, Any]] = []
     if isinstance(message.content, str):
-        blocks.extend(_text_blocks(message.content, f"{param}.content"))
+        blocks.extend(text_blocks(message.content, f"{param}.content"))
     elif message.content:
         for j, part in enumerate(message.content):
             if part.type == "text":  # refusal parts are dropped, as OpenAI's own replay does
-                blocks.extend(_text_blocks(part.text, f"{param}.content.{j}"))
+                blocks.extend(text_blocks(part.text, f"{param}.content.{j}"))
     for j, call in enumerate(message.tool_calls or []):
-        arguments = _arguments(call.function.arguments, f"{param}.tool_calls.{j}.function.arguments")
+        arguments = tool_arguments(call.function.arguments, f"{param}.tool_calls.{j}.function.arguments")
         blocks.append({"type": "tool_use", "id": sanitize_tool_id(call.id), "name": call.function.name,
                        "input": arguments})
     if message.function_call is not None:
         call_id = f"call_{sanitize_tool_id(message.function_call.name)}_{index}"
         pending_functions.setdefault(message.function_call.name, []).append(call_id)
-        arguments = _arguments(message.function_call.arguments, f"{param}.function_call.arguments")
+        arguments = tool_arguments(message.function_call.arguments, f"{param}.function_call.arguments")
         blocks.append({"type": "tool_use", "id": call_id, "name": message.function_call.name, "input": arguments})
     return blocks
 
@@ -237,22 +239,8 @@ def _text(content: str | list[TextPart]) -> str:
     return content if isinstance(content, str) else "".join(part.text for part in content)
 
 
-def _text_blocks(text: str, param: str) -> list[dict[str, Any]]:
-    check_text(text, param)
-    return [{"type": "text", "text": text}] if text.strip() else []
 
 
-def _arguments(raw: str, param: str) -> dict[str, Any]:
-    """Tool call arguments as an object; ``""`` means no arguments (LiteLLM bug 1)."""
-    if not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise InvalidRequestError("Tool call arguments must be a JSON object.", param=param) from None
-    if not isinstance(value, dict):
-        raise InvalidRequestError("Tool call arguments must be a JSON object.", param=param)
-    return value
 
 
 # -- response ------------------------------------------------------------------------

@@ -20,7 +20,6 @@ No I/O, no settings, no logging.  Intentional divergences (docs/compatibility.md
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +34,8 @@ from claude_code_proxy.chat.content import (
     image_from_url,
     merge_turns,
     sanitize_tool_id,
+    text_blocks,
+    tool_arguments,
 )
 from claude_code_proxy.chat.request import ChatRequest, ClientTool
 from claude_code_proxy.exceptions import InvalidRequestError
@@ -216,7 +217,7 @@ def translate_items(
                 turns.append({"role": role, "content": message_blocks(item.content, f"{param}.content")})
         elif isinstance(item, FunctionCall):
             name = f"{item.namespace}.{item.name}" if item.namespace else item.name
-            turns.append(_call(item.call_id, name, _arguments(item.arguments, f"{param}.arguments")))
+            turns.append(_call(item.call_id, name, tool_arguments(item.arguments, f"{param}.arguments")))
         elif isinstance(item, CustomToolCall):
             name = f"{item.namespace}.{item.name}" if item.namespace else item.name
             turns.append(_call(item.call_id, name, {"input": item.input}))
@@ -242,12 +243,12 @@ def translate_items(
 
 def message_blocks(content: str | Sequence[ContentPart | OutputPart], param: str) -> list[dict[str, Any]]:
     if isinstance(content, str):
-        return _text_blocks(content, param)
+        return text_blocks(content, param)
     blocks: list[dict[str, Any]] = []
     for j, part in enumerate(content):
         part_param = f"{param}.{j}"
         if isinstance(part, InputText | OutputText):
-            blocks.extend(_text_blocks(part.text, f"{part_param}.text"))
+            blocks.extend(text_blocks(part.text, f"{part_param}.text"))
         elif isinstance(part, InputImage):
             if not part.image_url:
                 raise InvalidRequestError("Images must be given by image_url (file ids are not supported).",
@@ -349,19 +350,4 @@ def _plain_text(content: str | list[ContentPart]) -> str:
     return "".join(getattr(part, "text", "") for part in content)
 
 
-def _text_blocks(text: str, param: str) -> list[dict[str, Any]]:
-    check_text(text, param)
-    return [{"type": "text", "text": text}] if text.strip() else []
 
-
-def _arguments(raw: str, param: str) -> dict[str, Any]:
-    """Function call arguments as an object; ``""`` means no arguments."""
-    if not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise InvalidRequestError("Function call arguments must be a JSON object.", param=param) from None
-    if not isinstance(value, dict):
-        raise InvalidRequestError("Function call arguments must be a JSON object.", param=param)
-    return value
