@@ -60,6 +60,8 @@ class WarmPool(Generic[T]):
         self.hits = 0
         self.misses = 0
         self.started = 0
+        self.returned = 0
+        """Processes put back after serving a request (reset for reuse)."""
         self.on_hit: Callable[[], None] | None = None
         self.on_miss: Callable[[], None] | None = None
 
@@ -126,6 +128,7 @@ class WarmPool(Generic[T]):
             return False
         self._ready.setdefault(key, []).append(_Ready(item, time.monotonic()))
         self._ready.move_to_end(key)
+        self.returned += 1
         return True
 
     def make_room(self) -> None:

@@ -197,3 +197,16 @@ def test_shutdown_reaps_every_reused_cli(cli_env: Path) -> None:
         ours = set(cli_processes()) - before
         assert ours, "a reused CLI waits in the pool"
     assert wait_until(lambda: not (set(cli_processes()) & ours), timeout=10)
+
+
+def test_an_idle_reused_cli_expires(cli_env: Path) -> None:
+    before = set(cli_processes())  # other tests' servers may still hold CLIs
+    with serve(make_settings(warm_pool_size=1, warm_pool_idle=1.0)) as server:
+        backend: Any = server.app.state.backend  # type: ignore[attr-defined]
+        path, body = anthropic([user("idle [[echo]]")])
+        assert send(server, path, body).status_code == 200
+        # Back in the pool after its reset (not a pre-started one), then gone once idle.
+        assert wait_until(lambda: backend.pool.returned == 1)
+        assert wait_until(lambda: backend.pool.ready_count == 0 and not (set(cli_processes()) - before))
+        assert backend.pool.started == 0
+        assert backend.reused == 0 and backend.spawned == 1

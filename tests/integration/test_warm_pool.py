@@ -88,7 +88,7 @@ def test_a_different_configuration_misses_and_keys_are_bounded(cli_env: Path) ->
 
 
 def test_idle_warm_processes_expire(cli_env: Path) -> None:
-    with serve(make_settings(warm_pool_size=1, warm_pool_idle=1.0)) as running:
+    with serve(make_settings(warm_pool_size=1, warm_pool_idle=1.0, cli_reuse=False)) as running:
         ask(running)
         pool = backend(running).pool
         # A replacement became ready (counted, since on a busy machine it may expire before a
