@@ -32,6 +32,7 @@ from claude_code_proxy.chat.content import (
     check_text,
     check_tools,
     clean_stop_sequences,
+    effort_thinking,
     finish_conversation,
     merge_turns,
     sanitize_tool_id,
@@ -123,17 +124,9 @@ def max_tokens_and_thinking(body: Generation, default_max_tokens: int) -> tuple[
     predict = body.options.num_predict if body.options is not None else None
     explicit = predict if predict is not None and predict > 0 else None
     level = DEFAULT_THINK_LEVEL if body.think is True else body.think or None
-    if level is None:
-        return explicit or default_max_tokens, None
-    if level not in THINKING_BUDGETS:
+    if level is not None and level not in THINKING_BUDGETS:
         raise InvalidRequestError('think must be true, false, "low", "medium" or "high".', param="think")
-    budget = THINKING_BUDGETS[level]
-    if explicit is None:
-        return max(default_max_tokens, budget + default_max_tokens), {"type": "enabled", "budget_tokens": budget}
-    budget = min(budget, explicit - 1)
-    if budget < MIN_THINKING_BUDGET:
-        return explicit, None  # too small a num_predict to think at all
-    return explicit, {"type": "enabled", "budget_tokens": budget}
+    return effort_thinking(level, explicit, default_max_tokens)
 
 
 def output_schema(format_: Format | None) -> dict[str, Any] | None:
