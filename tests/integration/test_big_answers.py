@@ -28,6 +28,8 @@ from tests.support.server import serve
 
 SIZE = 10_500_000
 """Characters in the big answer: over 10 MB, ten times the SDK's default message limit."""
+ROUNDS = 4
+"""Rounds of the four big answers (two surfaces, streaming and not) in the memory test."""
 
 
 def ask(size: int, parts: int = 1) -> list[dict[str, str]]:
@@ -89,34 +91,37 @@ def test_ten_megabyte_answers_complete_on_both_surfaces_and_leave_no_memory_behi
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
     expected = big_text(SIZE)
+    kinds = [(name, read, stream) for name, read in (("anthropic", anthropic_text), ("openai", openai_text))
+             for stream in (True, False)]
     with proxy_process(tmp_path) as proxy:
         process = psutil.Process(proxy.proc.pid)
-        # The first big answer settles the process (imports, allocator arenas): the baseline.
-        assert anthropic_text(proxy, stream=False) == expected
-        baseline = process.memory_info().rss
-        report = []
-        afters = []
-        for name, read in (("anthropic", anthropic_text), ("openai", openai_text)):
-            for stream in (True, False):
+        report: list[str] = []
+        rounds: list[list[int]] = []
+        # Round 0 settles the process (imports, buffers, the C allocator's arenas and its cache
+        # of freed blocks, which it keeps and reuses); rounds 1-3 are the same answers again.
+        for round_ in range(ROUNDS):
+            afters = []
+            for name, read, stream in kinds:
                 started = time.monotonic()
                 with peak_rss(proxy.proc.pid) as peak:
                     # Gathered from 2,000 deltas when not streamed: without copying it per delta.
                     text = read(proxy, stream, 1 if stream else 2000)
                 assert len(text) == SIZE and text == expected, (name, stream, len(text))
-                after = process.memory_info().rss
-                report.append(f"{name} stream={stream}: {time.monotonic() - started:.1f} s, "
-                              f"peak +{(peak[0] - baseline) >> 20} MiB, after +{(after - baseline) >> 20} MiB")
-                afters.append(after - baseline)
-                # The answer's memory went back: nothing of it is kept.  What the process may
-                # still hold is the C allocator's cache of freed small blocks (the deltas of a
-                # non-streamed answer): bounded by a few answers' size...
-                assert after - baseline < 4 * SIZE, report
-        # ...and not growing from one answer to the next: four big answers later, the growth
-        # has not added up (the last is no higher than the earlier ones plus one answer).
-        assert afters[-1] <= max(afters[:-1]) + SIZE, report
+                afters.append(process.memory_info().rss)
+                report.append(f"round {round_} {name} stream={stream}: {time.monotonic() - started:.1f} s, "
+                              f"peak {peak[0] >> 20} MiB, after {afters[-1] >> 20} MiB")
+            rounds.append(afters)
+        # An answer kept adds at least SIZE bytes (its text), so a leak grows by SIZE per
+        # answer: twelve answers after round 0, by 12 x SIZE.  What the allocator holds
+        # moves up and down by a few answers' size (measured: 96-135 MiB over 32 answers,
+        # with no trend) and must stay within half of that.
+        answers_after = len(kinds) * (ROUNDS - 1)
+        growth = max(max(afters) for afters in rounds[1:]) - min(rounds[0])
+        assert growth < answers_after * SIZE // 2, report
         # One upstream call per answer: no retry, no continuation after the big block.
         calls = upstream.messages_calls
-        assert len(calls) == 5 and all(last_user_text(call.body).startswith("[[big:") for call in calls)
+        assert len(calls) == ROUNDS * len(kinds)
+        assert all(last_user_text(call.body).startswith("[[big:") for call in calls)
         print("\n".join(report))
 
 
