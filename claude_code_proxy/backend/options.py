@@ -2,7 +2,7 @@
 
 Every CLI is a plain chat backend, never an agent: no built-in tools, no MCP servers but
 the proxy's own (client tools that never run), no user settings or CLAUDE.md, verbatim
-prompts, restricted mode, a private working directory and temp directory, no session
+prompts, restricted mode, a constant neutral working directory, a private temp directory, no session
 persistence, and an allow-listed environment.  Nothing in a request can change these.
 Per-request knobs travel through the CLI's own channels (see docs/architecture.md).
 """
@@ -47,7 +47,14 @@ ENV_ALLOW = frozenset(
 ENV_ALLOW_PREFIXES = ("LC_",)
 
 # Fixed for every run: quiet, no updater, no side requests, no automatic retries of a
-# refusal or a non-streaming fallback (either would duplicate text), no memory files.
+# refusal or a non-streaming fallback (either would duplicate text), no memory files; and
+# what keeps the upstream body close to the client's (docs/compatibility.md):
+# - no experimental betas: the CLI's cache marker sits on the client's last turn (not on
+#   its own note after it), and no empty per-turn control turns are added;
+# - no per-prompt attachments (notes the CLI adds to a user turn);
+# - no model fallback: the model the client asked for or an error, never a second call to
+#   another model (and no fallback beta whose removal the CLI would retry a 400 with);
+# - the AGENTS.md plugin's per-session store write off (it writes to the user's config).
 FIXED_ENV = {
     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     "DISABLE_TELEMETRY": "1",
@@ -59,7 +66,20 @@ FIXED_ENV = {
     "CLAUDE_CODE_DISABLE_CLAUDE_MDS": "1",
     "CLAUDE_CODE_DISABLE_AUTO_MEMORY": "1",
     "CLAUDE_CODE_DISABLE_BACKGROUND_TASKS": "1",
+    "CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS": "1",
+    "CLAUDE_CODE_DISABLE_ATTACHMENTS": "1",
+    "CLAUDE_CODE_NO_MODEL_FALLBACK": "1",
+    "CLAUDE_CODE_AGENTS_MD_ROWS_EVERY_PROCESS": "1",
 }
+
+NEUTRAL_CWD = "/"
+"""The working directory of every CLI.  The CLI names it in the environment note it adds to
+every upstream body: constant, so identical requests send identical bodies and a growing
+conversation keeps a cacheable prefix.  The CLI writes nothing there and no tool runs."""
+
+MODEL_TURNS = 1
+"""One model turn per request: after a tool call (declared or not) the CLI stops instead of
+answering the call itself and calling upstream again."""
 
 MAX_CLI_MESSAGE_BYTES = 64 * 1024 * 1024
 """The largest single message the CLI may write to the proxy.  The CLI relays a whole
@@ -224,7 +244,8 @@ def build_options(settings: Settings, cli_path: str | None, request: ChatRequest
         permission_mode="dontAsk",
         include_partial_messages=True,
         thinking=thinking,
-        cwd=str(workdir / "cwd"),
+        cwd=NEUTRAL_CWD,
+        max_turns=MODEL_TURNS,
         env=env,
         settings=settings_file,
         extra_args={"no-session-persistence": None, "restricted": None},

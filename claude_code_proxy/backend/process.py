@@ -100,7 +100,6 @@ class Processes:
     async def start(self, options: Callable[[Path], ClaudeAgentOptions]) -> Prepared:
         """Start and initialize a CLI in a fresh private directory (a cold start)."""
         workdir = Path(tempfile.mkdtemp(prefix="claude-proxy-"))
-        (workdir / "cwd").mkdir(mode=0o700)
         (workdir / "tmp").mkdir(mode=0o700)
         client = ClaudeSDKClient(options(workdir))
         self.spawned += 1

@@ -82,7 +82,7 @@ def test_child_environment_is_an_allow_list(
     assert env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] == "20"
 
 
-def test_fresh_private_working_directory_removed_afterwards(
+def test_neutral_working_directory_and_fresh_private_directory_removed_afterwards(
     recorded_server: RunningServer, recorder: RecordingCli
 ) -> None:
     recorder.clear()
@@ -91,11 +91,13 @@ def test_fresh_private_working_directory_removed_afterwards(
                                       "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
     spawns = recorder.spawns()
     assert len(spawns) == 2
-    cwds = [s.cwd for s in spawns]
-    assert cwds[0] != cwds[1]
-    for path in cwds:
-        assert Path(path).parent.name.startswith("claude-proxy-")
-        assert wait_until(lambda p=path: not Path(p).parent.exists()), "the directory must be removed"
+    # One constant working directory, so the CLI's environment note is the same every time.
+    assert [s.cwd for s in spawns] == ["/", "/"]
+    private = [Path(s.env["CLAUDE_CODE_TMPDIR"]).parent for s in spawns]
+    assert private[0] != private[1]
+    for path in private:
+        assert path.name.startswith("claude-proxy-")
+        assert wait_until(lambda p=path: not p.exists()), "the directory must be removed"
 
 
 def test_request_fields_and_headers_cannot_change_the_cli(
