@@ -52,8 +52,9 @@ from claude_code_proxy.backend.options import (
     upstream_history,
     upstream_host,
 )
+from claude_code_proxy.backend.prices import UnitPrices
 from claude_code_proxy.backend.probe import probe_cli
-from claude_code_proxy.backend.process import AFTER_RESPONSE_S, Prepared, Processes
+from claude_code_proxy.backend.process import AFTER_RESPONSE_S, Prepared, Processes, kill_now
 from claude_code_proxy.backend.quota import account_limited_error
 from claude_code_proxy.backend.reuse import interrupt, read_result, retire_reason, rewind
 from claude_code_proxy.backend.run_state import RunState, check_isolation, rate_limit_summary
@@ -84,6 +85,8 @@ class ClaudeClient:
         self.rate_limit: dict[str, Any] | None = None
         """The subscription's latest rate-limit state the CLI reported (shown by /health)."""
         self.warm_starts = 0
+        self.prices = UnitPrices()
+        """Each model's price per token as the CLI's results show it (for answers cut short)."""
         self.reused = 0
         """Requests served by a CLI that had answered before (reset by a rewind)."""
         self._status: CliStatus | None = None
@@ -189,9 +192,15 @@ class ClaudeClient:
                     clock.event()
                 elif isinstance(message, RateLimitEvent):
                     state.rate_limit = self._rate_limited(message)
-                for item in state.feed(message):
+                items = state.feed(message)
+                if state.cut_short:
+                    # At max_tokens (and the like) the CLI calls upstream again on its own as
+                    # soon as the answer ends; only a kill is fast enough to stop that call.
+                    kill_now(prepared)
+                for item in items:
                     yield item
-            completion = Completion(state.stop_reason, state.stop_sequence, state.usage, None, state.model,
+            cost = self.prices.estimate(state.model or request.model, state.usage) if state.cut_short else None
+            completion = Completion(state.stop_reason, state.stop_sequence, state.usage, cost, state.model,
                                     pending=state.result_follows)
             slot.succeeded = True
             yield completion
@@ -227,11 +236,13 @@ class ClaudeClient:
 
         A clean end: its result (the cost) follows, then a reset.  An upstream error: the
         result was read, reset.  Abandoned (client gone, deadline): stop the turn, then reset.
-        After max_tokens it would send continuation requests, and a CLI that failed or showed
-        unexpected tools is never trusted again: those end at once.
+        An answer cut short (max_tokens) was killed at its end, and a CLI that failed or
+        showed unexpected tools is never trusted again: those end at once.
         """
         completion = ending.completion
-        if completion is not None and completion.pending:
+        if state.cut_short:
+            failed = True  # killed at the answer's end
+        elif completion is not None and completion.pending:
             ending.read_result = True
         elif completion is None and state.done:
             ending.prepared.cost_seen = state.result_cost or ending.prepared.cost_seen
@@ -308,10 +319,13 @@ class ClaudeClient:
                 result = await (interrupt(prepared, RESULT_WAIT_S, self._rate_limited) if ending.interrupt
                                 else read_result(prepared.stream(), RESULT_WAIT_S, self._rate_limited))
                 total = None if result is None else result.total_cost_usd
+                if result is not None:
+                    self.prices.learn(result.model_usage)
                 if completion is not None:
-                    # The CLI's cost figure adds up over its life: this request's is the difference.
-                    ok = result is not None and not result.is_error and total is not None
-                    completion.settle(max(0.0, total - prepared.cost_seen) if ok and total is not None else None)
+                    # The CLI's cost figure adds up over its life: this request's is the
+                    # difference.  An error result counts too: after a call to a tool the
+                    # client did not declare, the run ends at its one model turn.
+                    completion.settle(None if total is None else max(0.0, total - prepared.cost_seen))
                 reusable = reusable and result is not None
                 if total is not None:
                     prepared.cost_seen = total

@@ -71,7 +71,8 @@ def process_of(client: ClaudeSDKClient) -> Any:
     return getattr(getattr(client, "_transport", None), "_process", None)
 
 
-def _kill_now(prepared: Prepared) -> None:
+def kill_now(prepared: Prepared) -> None:
+    """SIGKILL the CLI at once (it is reaped and cleaned up by ``Processes.end``)."""
     process = process_of(prepared.client)
     if process is not None and process.returncode is None:
         with suppress(Exception):
@@ -82,7 +83,7 @@ async def _kill_and_reap(prepared: Prepared) -> None:
     process = process_of(prepared.client)
     if process is None:
         return
-    _kill_now(prepared)
+    kill_now(prepared)
     with anyio.CancelScope(shield=True), anyio.move_on_after(2), suppress(Exception):
         await process.wait()
 
@@ -116,7 +117,7 @@ class Processes:
     def end(self, prepared: Prepared, on_reaped: Callable[[], None]) -> None:
         """The end of a process's life: killed now, reaped, ``on_reaped``, and its client and
         directory removed just after."""
-        _kill_now(prepared)
+        kill_now(prepared)
 
         async def finish() -> None:
             await _kill_and_reap(prepared)

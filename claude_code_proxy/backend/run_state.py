@@ -37,8 +37,53 @@ from claude_code_proxy.exceptions import (
 log = structlog.get_logger(__name__)
 
 # Stop reasons after which the CLI ends the run by itself; after any other (max_tokens,
-# pause_turn...) it would send continuation requests, so the proxy ends the run instead.
+# pause_turn...) it would send continuation requests, so the proxy stops the turn instead.
 _FINAL_STOPS = frozenset({"end_turn", "stop_sequence", "tool_use", "refusal"})
+
+
+@dataclass
+class UndeclaredToolCalls:
+    """Drops the model's calls to tools the client did not declare from the answer.
+
+    The model may call a tool it knows from elsewhere ("Bash", "Read"...).  Nothing runs it:
+    the CLI has no tools of its own, and with one model turn it does not call upstream
+    again after answering the call with an error.  The client never offered that tool, so
+    it cannot run it either: the call is left out (the text around it stays), and when no
+    declared call is left the answer ends as ``end_turn`` instead of ``tool_use``.
+    """
+
+    declared: frozenset[str]
+    """Upstream names of the tools the model may call (client tools, structured output)."""
+    dropped: set[int] = field(default_factory=set)
+    kept_calls: int = 0
+
+    def keep(self, event: dict[str, Any]) -> bool:
+        """False for the start, deltas and stop of a call to an undeclared tool."""
+        kind = event.get("type")
+        if kind == "content_block_start":
+            block = event.get("content_block") or {}
+            if block.get("type") != "tool_use":
+                return True
+            name = str(block.get("name", ""))
+            if name in self.declared:
+                self.kept_calls += 1
+                return True
+            self.dropped.add(event.get("index", -1))
+            # The name is the model's choice, never the client's text: safe to log (cut short).
+            log.info("backend.undeclared_tool_call", tool=name[:64],
+                     outcome="left out of the answer; nothing ran; no further upstream call")
+            return False
+        if kind in ("content_block_delta", "content_block_stop"):
+            return event.get("index") not in self.dropped
+        return True
+
+    def stop_reason(self, event: dict[str, Any]) -> dict[str, Any]:
+        """A ``tool_use`` stop with no call left to stop for ends the turn instead."""
+        delta = event.get("delta") or {}
+        if self.dropped and not self.kept_calls and delta.get("stop_reason") == "tool_use":
+            return {**event, "delta": {**delta, "stop_reason": "end_turn"}}
+        return event
+
 
 @dataclass
 class RunState:
@@ -65,6 +110,15 @@ class RunState:
     """The cumulative cost figure of a result that ended the run early (an error)."""
     upstream_host: str = "api.anthropic.com"
     """Where the CLI sends its requests: named in errors that are the upstream's fault."""
+    undeclared: UndeclaredToolCalls = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.undeclared = UndeclaredToolCalls(self.allowed_tools)
+
+    @property
+    def cut_short(self) -> bool:
+        """The answer stopped where the CLI would go on by itself (max_tokens, pause_turn...)."""
+        return self.done and self.stop_reason not in _FINAL_STOPS
 
     def feed(self, message: Any) -> list[BackendItem]:
         if isinstance(message, StreamEvent):
@@ -100,6 +154,8 @@ class RunState:
 
     def _event(self, event: dict[str, Any]) -> list[BackendItem]:
         kind = event.get("type")
+        if not self.undeclared.keep(event):
+            return []
         if kind == "message_start":
             if self.message_started:  # the CLI retried a dropped connection: text would repeat
                 raise UpstreamError("The upstream connection failed while the answer was streaming.")
@@ -110,19 +166,27 @@ class RunState:
         elif self.structured and kind in ("content_block_start", "content_block_delta", "message_delta"):
             event = self._structured(event)
         if kind == "message_delta":
+            event = self.undeclared.stop_reason(event)
             delta = event.get("delta", {})
             self.stop_reason = delta.get("stop_reason") or self.stop_reason
             self.stop_sequence = delta.get("stop_sequence") or self.stop_sequence
             usage = event.get("usage") or {}
             self.usage.update({k: v for k, v in normalize_usage(usage).items() if k in usage})
+            if delta.get("stop_reason") and delta["stop_reason"] not in _FINAL_STOPS:
+                # Cut short (max_tokens...): the CLI calls upstream again on its own (a
+                # continuation) as soon as the message ends, and an interrupt comes too
+                # late for half of them.  The answer is complete here (message_delta is
+                # the last event before message_stop): it ends now, and the caller kills
+                # the CLI at once (``cut_short``); no result (cost figure) will follow.
+                self.done = True
+                return [event, {"type": "message_stop"}]
         elif kind == "message_stop":
             if self.stop_reason is None:
                 raise UpstreamError("The upstream connection failed while the answer was streaming.")
-            # The answer is complete: the client gets it now. After a final stop the CLI's
-            # result (its cost figure) follows within milliseconds and is read in the
-            # background; after any other (max_tokens...) the CLI would continue on its own.
+            # The answer is complete: the client gets it now.  The CLI's result (its cost
+            # figure) follows within milliseconds and is read in the background.
             self.done = True
-            self.result_follows = self.stop_reason in _FINAL_STOPS
+            self.result_follows = True
         elif kind in ("content_block_start", "content_block_delta"):
             self.forwarded = True
         return [event]

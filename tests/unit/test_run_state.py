@@ -100,17 +100,58 @@ def test_a_text_answer_is_passed_through_and_ends_at_message_stop() -> None:
     assert state.usage == {**USAGE, "output_tokens": 7, "cache_read_input_tokens": 9}
 
 
-@pytest.mark.parametrize(("stop_reason", "follows"), [
-    ("end_turn", True), ("stop_sequence", True), ("tool_use", True), ("refusal", True),
-    # After these the CLI would continue on its own: the proxy ends the run without its result.
-    ("max_tokens", False), ("pause_turn", False), ("model_context_window_exceeded", False),
-])
-def test_which_stops_a_result_follows(stop_reason: str, follows: bool) -> None:
+@pytest.mark.parametrize("stop_reason", ["end_turn", "stop_sequence", "tool_use", "refusal"])
+def test_after_a_final_stop_the_answer_ends_at_message_stop_and_a_result_follows(stop_reason: str) -> None:
     state = RunState()
-    feed_all(state, [message_start(), message_delta(stop_reason, "END" if stop_reason == "stop_sequence" else None),
-                     MESSAGE_STOP])
-    assert state.done and state.result_follows is follows
+    feed_all(state, [message_start(), message_delta(stop_reason, "END" if stop_reason == "stop_sequence" else None)])
+    assert not state.done
+    assert feed_all(state, [MESSAGE_STOP]) == [MESSAGE_STOP.event]
+    assert state.done and state.result_follows and not state.cut_short
     assert state.stop_sequence == ("END" if stop_reason == "stop_sequence" else None)
+
+
+@pytest.mark.parametrize("stop_reason", ["max_tokens", "pause_turn", "model_context_window_exceeded"])
+def test_a_cut_answer_ends_at_its_message_delta(stop_reason: str) -> None:
+    # After these the CLI calls upstream again on its own as soon as the message ends: the
+    # answer ends at its last event (message_stop added), and the caller kills the CLI.
+    state = RunState()
+    items = feed_all(state, [message_start(), message_delta(stop_reason, output_tokens=5)])
+    assert items[-1] == {"type": "message_stop"} and items[-2]["delta"]["stop_reason"] == stop_reason
+    assert state.done and state.cut_short and not state.result_follows
+    assert state.usage["output_tokens"] == 5
+
+
+def test_calls_to_undeclared_tools_are_left_out_and_the_turn_ends() -> None:
+    state = RunState(allowed_tools=frozenset({"mcp__client__get_weather"}))
+    items = feed_all(state, [
+        message_start(),
+        block_start(0, {"type": "text", "text": ""}),
+        block_delta(0, type="text_delta", text="Let me look."),
+        sdk_event({"type": "content_block_stop", "index": 0}),
+        block_start(1, {"type": "tool_use", "id": "t1", "name": "Bash", "input": {}}),
+        block_delta(1, type="input_json_delta", partial_json='{"command": "ls"}'),
+        sdk_event({"type": "content_block_stop", "index": 1}),
+        message_delta("tool_use"),
+        MESSAGE_STOP,
+    ])
+    assert [item.get("index") for item in items if "index" in item] == [0, 0, 0]
+    assert not any("Bash" in str(item) for item in items)
+    assert state.stop_reason == "end_turn" and state.done and state.result_follows
+
+
+def test_a_declared_call_beside_an_undeclared_one_stays_a_tool_call() -> None:
+    state = RunState(allowed_tools=frozenset({"mcp__client__get_weather"}))
+    items = feed_all(state, [
+        message_start(),
+        block_start(0, {"type": "tool_use", "id": "t1", "name": "Read", "input": {}}),
+        sdk_event({"type": "content_block_stop", "index": 0}),
+        block_start(1, {"type": "tool_use", "id": "t2", "name": "mcp__client__get_weather", "input": {}}),
+        sdk_event({"type": "content_block_stop", "index": 1}),
+        message_delta("tool_use"),
+        MESSAGE_STOP,
+    ])
+    assert [item.get("index") for item in items if "index" in item] == [1, 1]
+    assert state.stop_reason == "tool_use"
 
 
 def test_subagent_events_and_other_messages_are_not_forwarded() -> None:
@@ -178,7 +219,7 @@ def test_isolation_fails_closed(init: dict[str, Any], allowed: frozenset[str]) -
 # -- structured output -----------------------------------------------------------------------
 
 def structured_run(*extra_tool: bool) -> tuple[RunState, list[Any]]:
-    state = RunState(structured=True)
+    state = RunState(structured=True, allowed_tools=frozenset({"StructuredOutput", "mcp__client__f"}))
     messages = [
         message_start(),
         block_start(0, {"type": "tool_use", "id": "toolu_s", "name": "StructuredOutput", "input": {}}),
@@ -206,10 +247,10 @@ def test_structured_output_with_a_client_tool_call_stays_a_tool_call() -> None:
     assert state.client_tool_calls == 1
 
 
-def test_without_a_schema_the_structured_tool_is_left_alone() -> None:
-    state = RunState()
+def test_without_a_schema_a_structured_output_call_is_an_undeclared_tool() -> None:
+    state = RunState(allowed_tools=frozenset({"mcp__client__f"}))
     start = block_start(0, {"type": "tool_use", "id": "t", "name": "StructuredOutput", "input": {}})
-    assert state.feed(message_start()) and state.feed(start) == [start.event]
+    assert state.feed(message_start()) and state.feed(start) == []
 
 
 # -- errors: what the CLI reports -> the proxy's error ---------------------------------------
