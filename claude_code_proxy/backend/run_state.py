@@ -110,15 +110,12 @@ class RunState:
     """The cumulative cost figure of a result that ended the run early (an error)."""
     upstream_host: str = "api.anthropic.com"
     """Where the CLI sends its requests: named in errors that are the upstream's fault."""
+    cut_short: bool = False
+    """The answer stopped where the CLI would go on by itself (max_tokens, pause_turn...)."""
     undeclared: UndeclaredToolCalls = field(init=False)
 
     def __post_init__(self) -> None:
         self.undeclared = UndeclaredToolCalls(self.allowed_tools)
-
-    @property
-    def cut_short(self) -> bool:
-        """The answer stopped where the CLI would go on by itself (max_tokens, pause_turn...)."""
-        return self.done and self.stop_reason not in _FINAL_STOPS
 
     def feed(self, message: Any) -> list[BackendItem]:
         if isinstance(message, StreamEvent):
@@ -178,7 +175,7 @@ class RunState:
                 # late for half of them.  The answer is complete here (message_delta is
                 # the last event before message_stop): it ends now, and the caller kills
                 # the CLI at once (``cut_short``); no result (cost figure) will follow.
-                self.done = True
+                self.done = self.cut_short = True
                 return [event, {"type": "message_stop"}]
         elif kind == "message_stop":
             if self.stop_reason is None:

@@ -120,8 +120,12 @@ def run_responses(url: str, text: str, options: dict[str, bool], stream: bool, r
     if options.get("thinking"):
         kwargs.update(max_output_tokens=2000, reasoning={"effort": "low"})
     if stream:
+        # The last event carries the whole response: response.completed, or response.incomplete
+        # for an answer cut at its length (the SDK's get_final_response knows only the first).
         with client.responses.stream(**kwargs) as events:
-            response = events.get_final_response()
+            last = list(events)[-1]
+        assert last.type in ("response.completed", "response.incomplete"), last.type
+        response = last.response
     else:
         response = client.responses.create(**kwargs)
     kinds = [f"tool:{item.name}" if item.type == "function_call" else "text"
