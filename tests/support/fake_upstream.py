@@ -33,7 +33,9 @@ With ``prompt_cache`` on, it also keeps a prompt cache the way the Messages API 
 ``cache_control`` marker writes the prefix up to its block (tools, then system, then
 messages, markers themselves ignored); a later request reads the longest written prefix
 it starts with, found from one of its own markers at most 20 blocks back, and reports it
-as ``cache_read_input_tokens`` (the rest of the marked prefix as cache creation).
+as ``cache_read_input_tokens`` (the rest of the marked prefix as cache creation).  Like the
+API, it refuses a request with more than four ``cache_control`` markers (a 400), prompt cache
+on or off.
 """
 
 from __future__ import annotations
@@ -232,6 +234,8 @@ def directives(text: str) -> list[tuple[str, str]]:
 
 
 LOOKBACK_BLOCKS = 20
+MAX_CACHE_MARKERS = 4
+"""The Messages API refuses a request with more ``cache_control`` markers (a 400)."""
 
 
 @dataclass
@@ -354,6 +358,12 @@ class _Handler(BaseHTTPRequestHandler):
         names = {name for name, _ in found}
         args = {name: arg for name, arg in found}
 
+        markers = len(PromptCache.blocks(body)[1])
+        if markers > MAX_CACHE_MARKERS:
+            self._json(400, {"type": "error", "error": {"type": "invalid_request_error", "message":
+                             f"A maximum of {MAX_CACHE_MARKERS} blocks with cache_control may be provided. "
+                             f"Found {markers}."}})
+            return
         quota = _quota_headers(args["quota"]) if "quota" in names else {}
         if quota and quota["anthropic-ratelimit-unified-status"] == "rejected":
             self._json(429, {"type": "error", "error": {"type": "rate_limit_error",
