@@ -25,6 +25,7 @@ import pytest
 from tests.conftest import make_settings
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.procs import wait_until
+from tests.support.proxy_process import proxy_process
 from tests.support.server import RunningServer, serve
 
 WEATHER = {"name": "get_weather", "description": "Weather for a city.",
@@ -231,4 +232,25 @@ def test_an_upstream_error_is_one_call(ledger_server: RunningServer, upstream: F
     assert httpx.post(f"{ledger_server.url}/v1/messages", timeout=60, json={
         "model": MODEL, "max_tokens": 20, "messages": [{"role": "user", "content": f"{sentinel} [[say:ok]]"}]}
     ).status_code == 200
+    assert len(calls_for(upstream, marker)) == 1
+
+
+def test_a_call_for_an_undeclared_tool_is_logged_and_not_shown(tmp_path: Path, upstream: FakeUpstream) -> None:
+    env: dict[str, str | None] = {"CLAUDE_PROXY_LOG_FORMAT": "json", "CLAUDE_PROXY_LOG_LEVEL": "INFO"}
+    marker = f"m{uuid.uuid4().hex[:10]}"
+    with proxy_process(tmp_path, env=env) as proxy:
+        reply = httpx.post(f"{proxy.url}/v1/messages", timeout=60, json={
+            "model": MODEL, "max_tokens": 50, "messages": [
+                {"role": "user", "content": f'{marker} [[say:Checking.]] [[tool:Bash {{"command": "rm -rf /"}}]]'}]})
+        assert reply.status_code == 200, reply.text
+        assert [block["type"] for block in reply.json()["content"]] == ["text"]
+        assert reply.json()["stop_reason"] == "end_turn"
+
+        def logged() -> list[dict[str, Any]]:
+            lines = [json.loads(line) for line in proxy.logs().splitlines() if line.startswith("{")]
+            return [line for line in lines if line.get("event") == "backend.undeclared_tool_call"]
+
+        assert wait_until(lambda: bool(logged())), proxy.logs()[-2000:]
+        assert logged()[0]["tool"] == "Bash"
+        assert "rm -rf" not in proxy.logs()  # the model's arguments are not logged
     assert len(calls_for(upstream, marker)) == 1
