@@ -131,7 +131,7 @@ def run_responses(url: str, text: str, options: dict[str, bool], stream: bool, r
         response = client.responses.create(**kwargs)
     kinds = [f"tool:{item.name}" if item.type == "function_call" else "text"
              for item in response.output if item.type in ("function_call", "message")]
-    stop = response.status if response.incomplete_details is None else response.incomplete_details.reason
+    stop: str | None = response.status if response.incomplete_details is None else response.incomplete_details.reason
     if stop == "completed" and any(kind.startswith("tool:") for kind in kinds):
         stop = "tool_calls"
     return stop, kinds
