@@ -9,6 +9,7 @@ failures are raised as ``ClaudeProxyError``.  The pieces, each in its own module
     run_state.py   the SDK's message stream -> events, an end, or an error
     deadlines.py   first-event, idle and total deadlines, and the shutdown drain
     process.py     start, and the one end-of-life path of every CLI process
+    footprint.py   what a CLI leaves in the user's Claude configuration, removed after a kill
     probe.py       version and login state, for /health and doctor
     warm_pool.py   single-use pre-started CLIs, keyed by everything fixed at spawn
 """
@@ -237,15 +238,18 @@ class ClaudeClient:
         A clean end: its result (the cost) follows, then a reset.  An upstream error: the
         result was read, reset.  Abandoned (client gone, deadline): stop the turn, then reset.
         An answer cut short (max_tokens) was killed at its end, and a CLI that failed or
-        showed unexpected tools is never trusted again: those end at once.
+        showed unexpected tools is never trusted again: those end at once.  One that is not
+        reused exits by itself where its turn is over (its result read), else it is killed.
         """
         completion = ending.completion
+        idle = False
         if state.cut_short:
             failed = True  # killed at the answer's end
         elif completion is not None and completion.pending:
             ending.read_result = True
         elif completion is None and state.done:
             ending.prepared.cost_seen = state.result_cost or ending.prepared.cost_seen
+            idle = not failed
         elif completion is None and not failed:
             ending.interrupt = True
         else:
@@ -254,7 +258,7 @@ class ClaudeClient:
         if ending.reuse or ending.read_result:
             self.processes.background(functools.partial(self._after, ending))
         else:
-            self.processes.end(ending.prepared, ending.slot.release)
+            self.processes.end(ending.prepared, ending.slot.release, idle=idle)
 
     def _rate_limited(self, event: RateLimitEvent) -> dict[str, Any]:
         """Keep the account's latest rate-limit state (it may come before or after the answer)."""
@@ -314,10 +318,12 @@ class ClaudeClient:
         """After a request: its result (the cost), then reset and back to the pool, or the end."""
         prepared, completion = ending.prepared, ending.completion
         reusable = ending.reuse
+        idle = not (ending.read_result or ending.interrupt)  # its turn is over: the result was read
         try:
             if ending.read_result or ending.interrupt:
                 result = await (interrupt(prepared, RESULT_WAIT_S, self._rate_limited) if ending.interrupt
                                 else read_result(prepared.stream(), RESULT_WAIT_S, self._rate_limited))
+                idle = result is not None
                 total = None if result is None else result.total_cost_usd
                 if result is not None:
                     self.prices.learn(result.model_usage)
@@ -340,7 +346,7 @@ class ClaudeClient:
         finally:
             if completion is not None and completion.pending:
                 completion.settle(None)
-        self.processes.end(prepared, ending.slot.release)
+        self.processes.end(prepared, ending.slot.release, idle=idle)
 
     def _reusable(self, prepared: Prepared) -> bool:
         if not self.settings.cli_reuse or self.drain.draining or not self.pool.enabled:

@@ -1,18 +1,21 @@
 """The CLI process life cycle: start, and one end-of-life path for every process.
 
-A process is started for a request (or pre-started by the warm pool) in a private
+A process is started for a request (or pre-started by the warm pool) with a private
 directory, and may serve further requests of its configuration (backend/reuse.py).
-However its life ends (retired, failure, client gone, deadline, shutdown), ``end()`` is
-the one way out: kill, reap, tell the
-owner the process is gone (its concurrency slot is freed only then), and remove the SDK
-client and directory shortly after, off the response path.  ``aclose()`` (server
-shutdown) ends every process still alive.
+However its life ends (retired, failure, client gone, deadline, shutdown), ``end()`` or
+``dispose()`` is the way out: the process ends, is reaped, and what it left in the user's
+Claude configuration is removed (backend/footprint.py); then the owner is told it is gone
+(its concurrency slot is freed only then), and the SDK client and directory are removed
+shortly after, off the response path.  An idle CLI (between turns) has its input closed
+and exits by itself, which removes its session record; a CLI mid-turn is killed at once.
+``aclose()`` (server shutdown) ends every process still alive.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 import shutil
 import tempfile
 import time
@@ -25,11 +28,18 @@ from typing import Any
 import anyio
 from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient
 
+from claude_code_proxy.backend.footprint import ConfigPlaces, config_places, forget_leftovers
+
 AFTER_RESPONSE_S = 0.03
 """How long after an answer its cleanup and the next warm start begin."""
+EXIT_GRACE_S = 2.0
+"""How long an idle CLI may take to exit by itself once its input is closed (about 0.1 s
+measured) before it is killed."""
+REAP_WAIT_S = 2.0
+"""How long a killed CLI is waited for (it is gone within milliseconds)."""
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: the set of live processes holds it
 class Prepared:
     """A started, initialized CLI and its private directory; one request at a time."""
 
@@ -45,6 +55,10 @@ class Prepared:
     """Its cumulative cost figure after the last request (the CLI's totals never reset)."""
     messages: AsyncIterator[Any] | None = None
     """Its one message stream, opened at the first request and kept for the next."""
+    places: ConfigPlaces | None = field(default_factory=lambda: config_places(os.environ))
+    """Where it keeps its state: the environment it inherited at spawn tells."""
+    gone: bool = False
+    """Ended and reaped, and what it left removed."""
 
     def stream(self) -> AsyncIterator[Any]:
         if self.messages is None:
@@ -72,20 +86,36 @@ def process_of(client: ClaudeSDKClient) -> Any:
 
 
 def kill_now(prepared: Prepared) -> None:
-    """SIGKILL the CLI at once (it is reaped and cleaned up by ``Processes.end``)."""
+    """SIGKILL the CLI at once (it is reaped and its leftovers removed by ``Processes.end``)."""
     process = process_of(prepared.client)
     if process is not None and process.returncode is None:
         with suppress(Exception):
             process.kill()
 
 
-async def _kill_and_reap(prepared: Prepared) -> None:
+async def _stop(prepared: Prepared, *, idle: bool) -> None:
+    """End the process, wait until it is gone, then remove what it left behind.
+
+    An ``idle`` CLI (between turns) is ended the way it ends itself: its input closed, it
+    completes its writes to the user's Claude configuration, removes its session record and
+    exits.  A CLI mid-turn, or one that has not exited after ``EXIT_GRACE_S``, is killed;
+    once it is reaped its leftovers are removed (backend/footprint.py).
+    """
     process = process_of(prepared.client)
-    if process is None:
+    if process is None or prepared.gone:
         return
-    kill_now(prepared)
-    with anyio.CancelScope(shield=True), anyio.move_on_after(2), suppress(Exception):
-        await process.wait()
+    with anyio.CancelScope(shield=True):
+        transport = getattr(prepared.client, "_transport", None)
+        if idle and process.returncode is None and transport is not None:
+            with anyio.move_on_after(EXIT_GRACE_S), suppress(Exception):
+                await transport.end_input()
+                await process.wait()
+        kill_now(prepared)
+        with anyio.move_on_after(REAP_WAIT_S), suppress(Exception):
+            await process.wait()
+        if process.returncode is not None and not prepared.gone:
+            prepared.gone = True
+            forget_leftovers(prepared.places, process.pid)
 
 
 class Processes:
@@ -94,7 +124,7 @@ class Processes:
     def __init__(self) -> None:
         self.spawned = 0
         """CLI processes started (tests assert that bad input starts none)."""
-        self._clients: set[ClaudeSDKClient] = set()
+        self._live: set[Prepared] = set()
         self._cleanups: set[asyncio.Task[None]] = set()
         self._pending: dict[asyncio.TimerHandle, Callable[[], None]] = {}
 
@@ -105,31 +135,37 @@ class Processes:
         client = ClaudeSDKClient(options(workdir))
         self.spawned += 1
         prepared = Prepared(client, workdir)
-        self._clients.add(client)
+        self._live.add(prepared)
         try:
             await client.connect()
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await self.dispose(prepared)
+                await self.dispose(prepared, idle=False)
             raise
         return prepared
 
-    def end(self, prepared: Prepared, on_reaped: Callable[[], None]) -> None:
-        """The end of a process's life: killed now, reaped, ``on_reaped``, and its client and
-        directory removed just after."""
-        kill_now(prepared)
+    def end(self, prepared: Prepared, on_reaped: Callable[[], None], *, idle: bool = False) -> None:
+        """The end of a process's life after a request: ``idle`` (its turn is over) it exits by
+        itself, else it is killed now; once reaped and its leftovers removed, ``on_reaped``;
+        its client and directory are removed just after."""
+        if not idle:
+            kill_now(prepared)
 
         async def finish() -> None:
-            await _kill_and_reap(prepared)
+            await _stop(prepared, idle=idle)
             on_reaped()
+            self._later(lambda: self.dispose(prepared))
 
         self.background(finish)
-        self._later(lambda: self.dispose(prepared))
 
-    async def dispose(self, prepared: Prepared) -> None:
+    async def dispose(self, prepared: Prepared, *, idle: bool = True) -> None:
+        """End ``prepared`` (idle by default: a ready CLI in the pool) and remove its client
+        and directory."""
         with anyio.CancelScope(shield=True):
-            await self._teardown(prepared.client)
-            self._clients.discard(prepared.client)
+            await _stop(prepared, idle=idle)
+            with anyio.move_on_after(6), suppress(Exception):
+                await prepared.client.disconnect()
+            self._live.discard(prepared)
             shutil.rmtree(prepared.workdir, ignore_errors=True)
 
     def background(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -153,24 +189,17 @@ class Processes:
         handle = loop.call_later(AFTER_RESPONSE_S, start)
         self._pending[handle] = start
 
-    @staticmethod
-    async def _teardown(client: ClaudeSDKClient) -> None:
-        """Kill the CLI, then close the SDK client around it."""
-        process = process_of(client)
-        if process is not None and process.returncode is None:
-            with suppress(Exception):
-                process.kill()
-        with anyio.move_on_after(6), suppress(Exception):
-            await client.disconnect()
-        if process is not None and process.returncode is None:
-            with anyio.move_on_after(2), suppress(Exception):
-                await process.wait()
-
     async def aclose(self) -> None:
-        """Kill every CLI still running and finish all pending cleanup (server shutdown)."""
+        """End every CLI still running and finish all pending cleanup (server shutdown).
+
+        The warm pool's idle CLIs are gone by now (they exit by themselves); what is left is
+        still serving or being reset: killed at once, all together, then cleaned up.
+        """
         with anyio.CancelScope(shield=True):
-            for client in list(self._clients):
-                await self._teardown(client)
+            live = list(self._live)
+            for prepared in live:
+                kill_now(prepared)
+            await asyncio.gather(*(self.dispose(prepared, idle=False) for prepared in live), return_exceptions=True)
             deadline = asyncio.get_running_loop().time() + 15
             while self._pending or self._cleanups:
                 left = deadline - asyncio.get_running_loop().time()

@@ -202,6 +202,5 @@ class WarmPool(Generic[T]):
         for task in list(self._tasks):
             with suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(task), timeout=10)
-        for entry in entries:
-            with suppress(Exception):
-                await self._dispose(entry.item)
+        # All at once: an idle process takes ~0.1 s to exit by itself, and shutdown is bounded.
+        await asyncio.gather(*(self._dispose(entry.item) for entry in entries), return_exceptions=True)
