@@ -5,7 +5,7 @@ through pid-tagged temp files.  Fifty requests of every kind (answers, a tool ca
 max_tokens, an upstream error, thinking, a client that leaves mid-stream) and one request still
 running when the server stops: once the server has stopped and every CLI is gone, the
 directory holds what the first request's login bookkeeping wrote, nothing more.  With CLIs
-reused across requests (the defaults), single-use CLIs from the warm pool, and no pool.
+reused across requests (the defaults), and with a fresh CLI per request (two of each kind).
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ BACKUPS_KEPT = 5
 """The CLI backs ``.claude.json`` up at most once a minute and keeps the last five, whoever runs
 it: the set of backups changes over a long test, their number stays bounded."""
 
-RUNS: dict[str, dict[str, Any]] = {
-    "reused": {"warm_pool_size": None},  # the defaults: a pool of one CLI per core, reused
-    "single-use, pre-started": {"warm_pool_size": 2, "cli_reuse": False},
-    "single-use, no pool": {"warm_pool_size": 0},
+RUNS: dict[str, tuple[dict[str, Any], int]] = {
+    # The defaults (a pool of one CLI per core, reused): fifty requests.
+    "reused": ({"warm_pool_size": None}, 50),
+    # A fresh CLI for each request, ended after it: two of each kind.
+    "single-use": ({"warm_pool_size": 0}, 14),
 }
 
 THINKING = {"type": "enabled", "budget_tokens": 1024}
@@ -92,12 +93,13 @@ def running_at_shutdown(client: anthropic.Anthropic, gate: str) -> None:
         pass
 
 
-@pytest.mark.timeout(600)  # fifty CLIs without reuse: minutes on a busy two-core machine
+@pytest.mark.timeout(600)  # many CLIs: minutes on a busy two-core machine
 @pytest.mark.parametrize("run", RUNS)
 def test_fifty_requests_and_a_shutdown_leave_nothing_in_the_config_directory(
     run: str, cli_env: Path, upstream: FakeUpstream
 ) -> None:
-    settings = make_settings(**RUNS[run])
+    overrides, requests = RUNS[run]
+    settings = make_settings(**overrides)
     assert wait_until(lambda: not cli_processes())
     before = config_files(cli_env)
     with serve(settings) as server:
@@ -111,7 +113,7 @@ def test_fifty_requests_and_a_shutdown_leave_nothing_in_the_config_directory(
     with serve(settings) as server:
         client = client_for(server)
         with ThreadPoolExecutor(4) as pool:
-            outcomes = list(pool.map(lambda i: send(client, i), range(50)))
+            outcomes = list(pool.map(lambda i: send(client, i), range(requests)))
         held = threading.Thread(target=running_at_shutdown, args=(client, gate))
         held.start()
         assert wait_until(lambda: upstream.held_at_gate(gate))
@@ -124,6 +126,6 @@ def test_fifty_requests_and_a_shutdown_leave_nothing_in_the_config_directory(
         "plain: end_turn", "streamed: end_turn", "cut at max_tokens: max_tokens", "upstream error: 502",
         "thinking: end_turn", "client leaves mid-stream: left",
     }, outcomes
-    assert all(upstream.received(f"#{i}#") for i in range(50))  # every request reached upstream
+    assert all(upstream.received(f"#{i}#") for i in range(requests))  # every request reached upstream
     assert config_files(cli_env) == bookkeeping, sorted(config_files(cli_env) ^ bookkeeping)
     assert len(backups(cli_env)) <= BACKUPS_KEPT
