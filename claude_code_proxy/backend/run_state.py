@@ -105,7 +105,6 @@ class RunState:
     structured: bool = False
     structured_blocks: set[int] = field(default_factory=set)
     client_tool_calls: int = 0
-    result_follows: bool = False
     result_cost: float | None = None
     """The cumulative cost figure of a result that ended the run early (an error)."""
     upstream_host: str = "api.anthropic.com"
@@ -116,6 +115,11 @@ class RunState:
 
     def __post_init__(self) -> None:
         self.undeclared = UndeclaredToolCalls(self.allowed_tools)
+
+    @property
+    def result_follows(self) -> bool:
+        """The answer ended at its ``message_stop``: the CLI's result (its cost) follows."""
+        return self.done and self.stop_reason is not None and not self.cut_short
 
     def feed(self, message: Any) -> list[BackendItem]:
         if isinstance(message, StreamEvent):
@@ -183,7 +187,6 @@ class RunState:
             # The answer is complete: the client gets it now.  The CLI's result (its cost
             # figure) follows within milliseconds and is read in the background.
             self.done = True
-            self.result_follows = True
         elif kind in ("content_block_start", "content_block_delta"):
             self.forwarded = True
         return [event]

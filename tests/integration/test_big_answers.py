@@ -8,10 +8,7 @@ a million characters with an error just before its end.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import anthropic
@@ -23,6 +20,7 @@ import pytest
 from claude_code_proxy.backend import options
 from tests.conftest import make_settings
 from tests.support.fake_upstream import FakeUpstream, big_text, last_user_text
+from tests.support.procs import peak_of
 from tests.support.proxy_process import ProxyProcess, proxy_process
 from tests.support.server import serve
 
@@ -66,27 +64,6 @@ def openai_text(proxy: ProxyProcess, stream: bool, parts: int = 1) -> str:
     return "".join(pieces)
 
 
-@contextmanager
-def peak_rss(pid: int) -> Iterator[list[int]]:
-    """Sample a process's RSS while the block runs; yields [peak] (updated live)."""
-    process = psutil.Process(pid)
-    peak = [process.memory_info().rss]
-    stop = threading.Event()
-
-    def run() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], process.memory_info().rss)
-            stop.wait(0.005)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield peak
-    finally:
-        stop.set()
-        thread.join()
-
-
 def test_ten_megabyte_answers_complete_on_both_surfaces_and_leave_no_memory_behind(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
@@ -103,7 +80,7 @@ def test_ten_megabyte_answers_complete_on_both_surfaces_and_leave_no_memory_behi
             afters = []
             for name, read, stream in kinds:
                 started = time.monotonic()
-                with peak_rss(proxy.proc.pid) as peak:
+                with peak_of(lambda: process.memory_info().rss, 0.005) as peak:
                     # Gathered from 2,000 deltas when not streamed: without copying it per delta.
                     text = read(proxy, stream, 1 if stream else 2000)
                 assert len(text) == SIZE and text == expected, (name, stream, len(text))

@@ -12,38 +12,17 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 
 import httpx
 import psutil
 import pytest
 
-from tests.support.procs import wait_until
+from tests.support.procs import peak_of, wait_until
 from tests.support.proxy_process import ProxyProcess, proxy_process
 
 LIMITS = {"CLAUDE_PROXY_HEADER_TIMEOUT": "2", "CLAUDE_PROXY_BODY_TIMEOUT": "2", "CLAUDE_PROXY_MAX_CONNECTIONS": "100"}
 HALF_HEAD = b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-
-
-@contextmanager
-def peak_fds(pid: int) -> Iterator[list[int]]:
-    """Sample a process's open file descriptors while the block runs; yields [peak]."""
-    process = psutil.Process(pid)
-    peak = [process.num_fds()]
-    stop = threading.Event()
-
-    def run() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], process.num_fds())
-            stop.wait(0.01)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield peak
-    finally:
-        stop.set()
-        thread.join()
 
 
 def read_until_closed(sockets: list[socket.socket], timeout: float) -> dict[socket.socket, bytes]:
@@ -88,7 +67,7 @@ def test_a_thousand_half_sent_heads_are_capped_and_cut_off(proxy: ProxyProcess) 
     with ExitStack() as stack:
         base = psutil.Process(proxy.proc.pid).num_fds()
         sockets = []
-        with peak_fds(proxy.proc.pid) as peak:
+        with peak_of(psutil.Process(proxy.proc.pid).num_fds) as peak:
             for _ in range(1_000):
                 sock = stack.enter_context(socket.create_connection(("127.0.0.1", proxy.port), timeout=30))
                 sock.sendall(HALF_HEAD)

@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import make_settings
 from tests.support.fake_cli import make_fake_cli, open_gate, spawn_count
-from tests.support.procs import SETTLE, cli_processes, request_dirs, wait_until, zombies
+from tests.support.procs import SETTLE, cli_processes, peak_of, request_dirs, wait_until, zombies
 from tests.support.server import RunningServer, serve
 
 ANTHROPIC = "/v1/messages"
@@ -41,26 +41,6 @@ def fake_server(directory: Path, mode: str, **overrides: Any) -> Iterator[Runnin
     cli = make_fake_cli(directory, mode)
     with serve(make_settings(cli_path=str(cli), **overrides)) as running:
         yield running
-
-
-@contextmanager
-def sample_cli_peak(interval: float = 0.05) -> Iterator[list[int]]:
-    """Count live CLI processes every ``interval`` seconds; yields [peak] (updated live)."""
-    peak = [0]
-    stop = threading.Event()
-
-    def run() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], len(cli_processes()))
-            stop.wait(interval)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield peak
-    finally:
-        stop.set()
-        thread.join(timeout=5)
 
 
 @dataclass
@@ -148,7 +128,7 @@ def test_forty_concurrent_streams_never_exceed_the_cap(tmp_path: Path) -> None:
                 open_gate(cli_dir)
                 return await asyncio.gather(*tasks)
 
-        with sample_cli_peak() as peak:
+        with peak_of(lambda: len(cli_processes()), 0.05) as peak:
             outcomes = asyncio.run(main())
 
         assert [o.error for o in outcomes if o.error] == []

@@ -26,7 +26,7 @@ from tests.conftest import make_settings
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.procs import wait_until
 from tests.support.proxy_process import proxy_process
-from tests.support.server import RunningServer, serve
+from tests.support.server import RunningServer, ledger_row, serve
 
 WEATHER = {"name": "get_weather", "description": "Weather for a city.",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
@@ -52,18 +52,6 @@ def ledger_server(cli_env: Path, tmp_path_factory: pytest.TempPathFactory) -> It
             "model": MODEL, "max_tokens": 20, "messages": [{"role": "user", "content": "[[say:ready]]"}]}
         ).status_code == 200
         yield running
-
-
-def ledger_row(server: RunningServer, request_id: str) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-
-    def recorded() -> bool:
-        rows = httpx.get(f"{server.url}/usage", params={"recent": 50}, timeout=10).json()["recent"]
-        found.update(next((row for row in rows if row["request_id"] == request_id), {}))
-        return bool(found)
-
-    assert wait_until(recorded), f"no ledger row for {request_id}"
-    return found
 
 
 Outcome = tuple[str | None, list[str]]

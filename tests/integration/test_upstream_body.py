@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
-import httpx
 import ollama
 import openai
 import pytest
@@ -28,7 +27,7 @@ from tests.conftest import make_settings
 from tests.integration.test_observability import scrape, total
 from tests.support.fake_upstream import FakeUpstream, PromptCache
 from tests.support.procs import wait_until
-from tests.support.server import RunningServer, serve
+from tests.support.server import RunningServer, ledger_row, serve
 
 NEWER = "claude-sonnet-5-5"
 """A 5.5-family model (as are 4.8, 5 and the opus/sonnet/haiku aliases): the CLI's note is a
@@ -112,19 +111,6 @@ def ask(server: RunningServer, surface: str, model: str, messages: list[dict[str
                                     max_output_tokens=100, extra_headers=headers)
     assert response.status == "completed" and response.usage is not None
     return response.usage.input_tokens_details.cached_tokens
-
-
-def ledger_row(server: RunningServer, request_id: str) -> dict[str, Any]:
-    """The request's row in the usage ledger, once it is written."""
-    found: dict[str, Any] = {}
-
-    def recorded() -> bool:
-        rows = httpx.get(f"{server.url}/usage", params={"recent": 50}, timeout=10).json()["recent"]
-        found.update(next((row for row in rows if row["request_id"] == request_id), {}))
-        return bool(found)
-
-    assert wait_until(recorded), f"no ledger row for {request_id}"
-    return found
 
 
 # -- reading the upstream bodies ---------------------------------------------------------------

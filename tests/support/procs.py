@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -83,3 +85,24 @@ def wait_until(predicate: Callable[[], object], timeout: float = SETTLE, interva
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+@contextmanager
+def peak_of(measure: Callable[[], int], interval: float = 0.01) -> Iterator[list[int]]:
+    """Sample ``measure()`` every ``interval`` seconds while the block runs; yields [peak],
+    updated live."""
+    peak = [measure()]
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], measure())
+            stop.wait(interval)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        thread.join(timeout=5)

@@ -6,13 +6,16 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import httpx
 import uvicorn
 
 from claude_code_proxy.app import create_app
 from claude_code_proxy.backend.base import Backend as ClaudeBackend
 from claude_code_proxy.config.settings import Settings
 from claude_code_proxy.web.server import server_config
+from tests.support.procs import wait_until
 
 
 class RunningServer:
@@ -45,3 +48,16 @@ def serve(settings: Settings | None = None, backend: ClaudeBackend | None = None
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+def ledger_row(server: RunningServer, request_id: str) -> dict[str, Any]:
+    """The request's row in the server's usage ledger, once it is written."""
+    found: dict[str, Any] = {}
+
+    def recorded() -> bool:
+        rows = httpx.get(f"{server.url}/usage", params={"recent": 50}, timeout=10).json()["recent"]
+        found.update(next((row for row in rows if row["request_id"] == request_id), {}))
+        return bool(found)
+
+    assert wait_until(recorded), f"no ledger row for {request_id}"
+    return found
