@@ -42,6 +42,10 @@ from claude_code_proxy.web.errors import error_response
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
 CORS_METHODS = "GET, POST, OPTIONS"
+GIVES_UP_ON_BODY = frozenset({408, 413})
+"""Answers sent while the body may still be coming that will not wait for it: they say
+``connection: close``.  Any other early answer (401, 415...) keeps the connection; uvicorn
+reads and drops the rest of the body."""
 CORS_HEADERS = "authorization, content-type, x-api-key, anthropic-version, anthropic-beta, x-request-id"
 
 
@@ -132,9 +136,13 @@ class SecurityMiddleware:
             return message
 
         async def send_with_cors(message: Message) -> None:
-            if cors and message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []),
-                                      *((k.encode(), v.encode()) for k, v in cors.items())]
+            if message["type"] == "http.response.start":
+                extra = dict(cors)
+                if not body_complete and message["status"] in GIVES_UP_ON_BODY:
+                    extra["connection"] = "close"
+                if extra:
+                    message["headers"] = [*message.get("headers", []),
+                                          *((k.encode(), v.encode()) for k, v in extra.items())]
             await send(message)
 
         await self.app(scope, limited_receive, send_with_cors)
@@ -188,4 +196,6 @@ class SecurityMiddleware:
             metrics.fail(error)
         response = error_response(self.registry, scope["path"], error, metrics.request_id)
         response.headers.update(cors)
+        if error.status_code in GIVES_UP_ON_BODY:
+            response.headers["connection"] = "close"
         await response(scope, receive, send)

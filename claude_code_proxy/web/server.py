@@ -9,8 +9,11 @@ byte at a time.  ``GuardedH11Protocol`` adds:
 - a deadline for each request's head (``header_timeout``, from the connection's start or
   the previous answer's end): a head not in by then ends the connection (with a 408 if
   part of it came);
-- a connection whose answer is out while its client still sends the body is closed (the
-  body deadline itself is the guard's, web/guards.py, which answers in the API's shape).
+- nothing for a body still arriving after its answer (a 401 sent before the body came):
+  uvicorn reads and drops the rest, and its keep-alive timeout closes the connection if the
+  body and the next head are not in by then.  Closing at once instead would reset a
+  connection the client was told it may reuse.  Answers that give up on the body (413, 408)
+  say ``connection: close`` (web/guards.py), so uvicorn closes those at once.
 
 ``tune_allocator()`` makes large freed blocks go back to the operating system: a 10 MB
 answer passes through the proxy as a few 10 MB strings, and glibc would otherwise keep
@@ -75,10 +78,6 @@ class GuardedH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
-            # The answer is out and the client is still sending a body nobody will read.
-            self.transport.close()
-            return
         self._watch_head()
 
     def _watch_head(self) -> None:

@@ -127,3 +127,47 @@ def test_fifty_trickled_bodies_get_408_in_the_api_shape_and_are_closed(proxy: Pr
             assert status_of(reply) == 408, reply[:200]
             assert b'"type":"error"' in reply and b"did not arrive within 2 seconds" in reply
         assert still_serves(proxy)
+
+
+def read_reply(sock: socket.socket) -> bytes:
+    """One whole answer (head and a content-length body) from a blocking socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before a whole head: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "closed before a whole body"
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def test_an_answer_sent_before_the_body_came_leaves_the_connection_usable(proxy: ProxyProcess) -> None:
+    # A refusal (415 here, 401 without a key) answers from the head alone.  The client's body
+    # may still be on its way (through a container's port forwarder it often is): the
+    # connection it was told it may keep must still serve its next request.
+    body = b"x" * 5000
+    head = (b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: text/plain\r\n"
+            b"content-length: %d\r\n\r\n" % len(body))
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as sock:
+        sock.sendall(head)
+        refused = read_reply(sock)  # the whole answer is in before a byte of the body is sent
+        assert status_of(refused) == 415 and b"connection: close" not in refused.lower()
+        sock.sendall(body)
+        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert status_of(read_reply(sock)) == 200
+
+
+def test_a_body_too_large_is_refused_with_connection_close(proxy: ProxyProcess) -> None:
+    head = (b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n" % (64 * 1024 * 1024))
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as sock:
+        sock.sendall(head)
+        refused = read_reply(sock)
+        assert status_of(refused) == 413 and b"connection: close" in refused.lower()
+        sock.setblocking(False)
+        assert read_until_closed([sock], timeout=60)[sock] == b""  # closed, not kept waiting for 64 MB
