@@ -57,6 +57,7 @@ from claude_code_proxy.backend.prices import UnitPrices
 from claude_code_proxy.backend.probe import probe_cli
 from claude_code_proxy.backend.process import AFTER_RESPONSE_S, Prepared, Processes, kill_now
 from claude_code_proxy.backend.quota import account_limited_error
+from claude_code_proxy.backend.relay import UpstreamRelay
 from claude_code_proxy.backend.reuse import interrupt, read_result, retire_reason, rewind
 from claude_code_proxy.backend.run_state import RunState, check_isolation, rate_limit_summary
 from claude_code_proxy.backend.warm_pool import WarmPool
@@ -81,7 +82,7 @@ class ClaudeClient:
         self.cli_path = settings.resolved_cli_path()
         self.admission = admission
         self.observer = observer or NullObserver()
-        self.processes = Processes()
+        self.processes = Processes(UpstreamRelay() if settings.upstream_gate else None)
         self.drain = Drain()
         self.rate_limit: dict[str, Any] | None = None
         """The subscription's latest rate-limit state the CLI reported (shown by /health)."""
@@ -157,7 +158,8 @@ class ClaudeClient:
 
     # -- one run -----------------------------------------------------------------------
     async def _prepare(self, request: ChatRequest) -> Prepared:
-        return await self.processes.start(lambda workdir: build_options(self.settings, self.cli_path, request, workdir))
+        return await self.processes.start(
+            lambda workdir, relay_url: build_options(self.settings, self.cli_path, request, workdir, relay_url))
 
     async def _run(self, request: ChatRequest, slot: _Slot) -> AsyncGenerator[BackendItem, None]:
         clock = Deadlines(self.settings, self.drain)
@@ -182,6 +184,9 @@ class ClaudeClient:
                 seeded = await self._seed(client, messages, upstream_history(request), state.allowed_tools,
                                           request.model)
                 first_uuid = seeded or first_uuid
+                state.gate = prepared.gate
+                if prepared.gate is not None:
+                    prepared.gate.open()  # this request's one model call may go upstream
                 await client.query(_one(final))
             clock.check(scope)
             while not state.done:
@@ -196,7 +201,8 @@ class ClaudeClient:
                 items = state.feed(message)
                 if state.cut_short:
                     # At max_tokens (and the like) the CLI calls upstream again on its own as
-                    # soon as the answer ends; only a kill is fast enough to stop that call.
+                    # soon as the answer ends: the relay's gate refuses that call, and the CLI,
+                    # which would go on trying, ends now.
                     kill_now(prepared)
                 for item in items:
                     yield item
@@ -226,6 +232,8 @@ class ClaudeClient:
         finally:
             # The answer is complete or abandoned; the slot goes with the CLI: freed once the
             # CLI is back in the pool or gone, not before.
+            if prepared is not None and prepared.gate is not None:
+                prepared.gate.shut()
             if prepared is not None:
                 slot.handed_off = True
                 self._leave(_Ending(prepared, slot, first_uuid, final["uuid"], completion), state, failed)

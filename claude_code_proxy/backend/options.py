@@ -27,6 +27,7 @@ from claude_agent_sdk import (
     tool,
 )
 
+from claude_code_proxy.backend.relay import ASSUME_FIRST_PARTY, is_first_party
 from claude_code_proxy.chat.request import CLIENT_SERVER, STRUCTURED_OUTPUT_TOOL, ChatRequest, ClientTool
 from claude_code_proxy.config.settings import Settings
 
@@ -192,9 +193,16 @@ def _drop_stderr(line: str) -> None:
     log.debug("cli.stderr", chars=len(line))
 
 
-def build_options(settings: Settings, cli_path: str | None, request: ChatRequest, workdir: Path) -> ClaudeAgentOptions:
-    """The CLI options for one request: fixed safety options plus the request's knobs."""
+def build_options(settings: Settings, cli_path: str | None, request: ChatRequest, workdir: Path,
+                  relay_url: str | None = None) -> ClaudeAgentOptions:
+    """The CLI options for one request: fixed safety options plus the request's knobs.
+    With ``relay_url`` the CLI sends its API calls there (backend/relay.py)."""
     env = child_env(os.environ)
+    if relay_url is not None:
+        env["ANTHROPIC_BASE_URL"] = relay_url
+        if is_first_party(os.environ.get("ANTHROPIC_BASE_URL")):
+            # The relay forwards to the first-party API: the CLI behaves as it would there.
+            env[ASSUME_FIRST_PARTY] = "1"
     env["CLAUDE_CODE_TMPDIR"] = str(workdir / "tmp")
     env["CLAUDE_CODE_MAX_RETRIES"] = str(settings.cli_max_retries)
     env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] = str(request.max_tokens)

@@ -29,6 +29,7 @@ import anyio
 from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient
 
 from claude_code_proxy.backend.footprint import ConfigPlaces, config_places, forget_leftovers
+from claude_code_proxy.backend.relay import Gate, UpstreamRelay
 
 AFTER_RESPONSE_S = 0.03
 """How long after an answer its cleanup and the next warm start begin."""
@@ -60,6 +61,9 @@ class Prepared:
     """Where it keeps its state: the environment it inherited at spawn tells."""
     gone: bool = False
     """Ended and reaped, and what it left removed."""
+    gate: Gate | None = None
+    """What it may send upstream, when its calls go through the relay (backend/relay.py)."""
+    relay_url: str | None = None
 
     def stream(self) -> AsyncIterator[Any]:
         if self.messages is None:
@@ -124,20 +128,27 @@ async def _stop(prepared: Prepared, *, idle: bool) -> None:
 class Processes:
     """Every CLI process the backend owns, and the background work that ends them."""
 
-    def __init__(self) -> None:
+    def __init__(self, relay: UpstreamRelay | None = None) -> None:
+        self.relay = relay
+        """Where the CLIs send their API calls, if not upstream directly."""
         self.spawned = 0
         """CLI processes started (tests assert that bad input starts none)."""
         self._live: set[Prepared] = set()
         self._cleanups: set[asyncio.Task[None]] = set()
         self._pending: dict[asyncio.TimerHandle, Callable[[], None]] = {}
 
-    async def start(self, options: Callable[[Path], ClaudeAgentOptions]) -> Prepared:
-        """Start and initialize a CLI in a fresh private directory (a cold start)."""
+    async def start(self, options: Callable[[Path, str | None], ClaudeAgentOptions]) -> Prepared:
+        """Start and initialize a CLI in a fresh private directory (a cold start), with a
+        relay path and gate of its own when calls go through the relay."""
+        relay_url, gate = None, None
+        if self.relay is not None:
+            await self.relay.start()
+            relay_url, gate = self.relay.register(os.environ.get("ANTHROPIC_BASE_URL"))
         workdir = Path(tempfile.mkdtemp(prefix="claude-proxy-"))
         (workdir / "tmp").mkdir(mode=0o700)
-        client = ClaudeSDKClient(options(workdir))
+        client = ClaudeSDKClient(options(workdir, relay_url))
         self.spawned += 1
-        prepared = Prepared(client, workdir)
+        prepared = Prepared(client, workdir, gate=gate, relay_url=relay_url)
         self._live.add(prepared)
         try:
             await client.connect()
@@ -170,6 +181,8 @@ class Processes:
                 await prepared.client.disconnect()
             self._live.discard(prepared)
             shutil.rmtree(prepared.workdir, ignore_errors=True)
+            if self.relay is not None and prepared.relay_url is not None:
+                self.relay.forget(prepared.relay_url)
 
     def background(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``work`` as a task that shutdown waits for."""
@@ -213,3 +226,5 @@ class Processes:
                     start()  # cleanups scheduled for "just after the answer": now
                 if self._cleanups:
                     await asyncio.wait(list(self._cleanups), timeout=max(0.1, left))
+            if self.relay is not None:
+                await self.relay.aclose()

@@ -18,6 +18,7 @@ import structlog
 from claude_agent_sdk import AssistantMessage, ResultMessage, StreamEvent, SystemMessage
 
 from claude_code_proxy.backend.options import LOGIN_HELP
+from claude_code_proxy.backend.relay import Gate
 from claude_code_proxy.chat.answer import BackendItem, normalize_usage
 from claude_code_proxy.chat.request import CLIENT_SERVER, STRUCTURED_OUTPUT_TOOL, UPSTREAM_PREFIX
 from claude_code_proxy.exceptions import (
@@ -108,7 +109,9 @@ class RunState:
     result_cost: float | None = None
     """The cumulative cost figure of a result that ended the run early (an error)."""
     upstream_host: str = "api.anthropic.com"
-    """Where the CLI sends its requests: named in errors that are the upstream's fault."""
+    """Where the CLI's requests go: named in errors that are the upstream's fault."""
+    gate: Gate | None = None
+    """The CLI's relay gate, which knows why the upstream could not be reached."""
     cut_short: bool = False
     """The answer stopped where the CLI would go on by itself (max_tokens, pause_turn...)."""
     undeclared: UndeclaredToolCalls = field(init=False)
@@ -241,7 +244,7 @@ class RunState:
         if "not logged in" in text.lower() or "/login" in text:
             return NotLoggedInError(LOGIN_HELP)
         if status is None and text.startswith("API Error"):
-            return _transport_error(text, self.upstream_host)
+            return _transport_error(text, self.upstream_host, self.gate.fault if self.gate else None)
         return ClaudeProxyError("The Claude Code CLI failed to answer.")
 
 
@@ -266,8 +269,11 @@ _CONNECTION_FAULTS = (
 )
 
 
-def _transport_error(text: str, host: str) -> ClaudeProxyError:
-    """An upstream fault below HTTP: no connection, or an answer that is not an event stream."""
+def _transport_error(text: str, host: str, fault: str | None = None) -> ClaudeProxyError:
+    """An upstream fault below HTTP: no connection, or an answer that is not an event stream.
+    ``fault``: why the relay could not reach the upstream, when it could not."""
+    if fault is not None:
+        return UpstreamUnreachableError(f"The upstream API at {host} could not be reached: {fault}.")
     for marker, reason in _CONNECTION_FAULTS:
         if marker.lower() in text.lower():
             return UpstreamUnreachableError(f"The upstream API at {host} could not be reached: {reason}.")

@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     cli_max_retries: int = Field(
         2, ge=0, le=10, description="Retries the CLI itself makes on upstream 429/5xx (the proxy adds none)."
     )
+    upstream_gate: bool = Field(
+        True, description="Relay the CLIs' API calls through the proxy, so that one request makes at most one "
+        "model call upstream (false: the CLIs call upstream directly, and may add a call after an answer cut at "
+        "max_tokens).",
+    )
     default_max_tokens: int = Field(
         4096, ge=1, description="max_tokens used on the OpenAI and Ollama surfaces when the client sends none."
     )

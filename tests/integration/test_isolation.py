@@ -4,7 +4,6 @@ working directory, recorded by a wrapper in front of the real bundled CLI."""
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,9 +44,10 @@ def only_spawn(recorder: RecordingCli) -> Spawn:
 
 
 def normalized(spawn: Spawn) -> tuple[list[str], dict[str, str]]:
-    """argv and env with the per-request directory names taken out."""
+    """argv and env with the per-request directory names and relay paths taken out."""
     def strip(value: str) -> str:
-        return re.sub(r"claude-proxy-[A-Za-z0-9_]+", "claude-proxy-X", value)
+        value = re.sub(r"claude-proxy-[A-Za-z0-9_]+", "claude-proxy-X", value)
+        return re.sub(r"^(http://127\.0\.0\.1:\d+/)[\w-]+$", r"\1X", value)
     return [strip(a) for a in spawn.argv[1:]], {k: strip(v) for k, v in spawn.env.items()}
 
 
@@ -67,7 +67,7 @@ def test_cli_runs_with_tools_off_and_no_user_config(recorded_server: RunningServ
 
 
 def test_child_environment_is_an_allow_list(
-    recorded_server: RunningServer, recorder: RecordingCli, monkeypatch: pytest.MonkeyPatch
+    recorded_server: RunningServer, recorder: RecordingCli, monkeypatch: pytest.MonkeyPatch, upstream: FakeUpstream
 ) -> None:
     monkeypatch.setenv("CLAUDE_PROXY_API_KEY", "canary-proxy-key")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "canary-aws-secret")
@@ -76,7 +76,12 @@ def test_child_environment_is_an_allow_list(
                                   "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
     env = only_spawn(recorder).env
     assert "canary" not in repr(env)
-    assert env["ANTHROPIC_BASE_URL"] == os.environ["ANTHROPIC_BASE_URL"]
+    # The CLI calls upstream through the proxy's relay (backend/relay.py, a secret path of its
+    # own on 127.0.0.1), which goes on to the upstream the proxy was given (the fake, here:
+    # not the first-party API, so the CLI is not told it is).
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/[\w-]{20,}", env["ANTHROPIC_BASE_URL"])
+    assert not env.get("_CLAUDE_CODE_ASSUME_FIRST_PARTY_BASE_URL")
+    assert [call.path for call in upstream.messages_calls] == ["/v1/messages?beta=true"]
     assert env["DISABLE_AUTOUPDATER"] == "1" and env["DISABLE_TELEMETRY"] == "1"
     assert env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
     assert env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] == "20"

@@ -3,7 +3,7 @@ surface, streaming and not, with the cost recorded (issue 19, item 2).
 
 The CLI would call upstream again by itself after a call to a tool the client did not
 declare (answering it with an error) and after ``max_tokens`` (a continuation); one model
-turn stops the first, a kill at the answer's end the second.  Each request carries a
+turn stops the first, the relay's gate the second (backend/relay.py).  Each request carries a
 unique marker in its user turn, so the upstream calls made for it can be counted once the
 request's ledger row (written after the CLI's turn is over) is there.
 """
@@ -198,15 +198,10 @@ def test_one_upstream_call_per_request_whatever_the_answer(
         ).status_code == 200
         assert len(calls_for(upstream, sentinel)) == 1
     bodies = calls_for(upstream, marker)
-    # The one call asked for what the client asked: the client's turn is the last one.
+    # The one call asked for what the client asked: the client's turn is the last one.  (A
+    # continuation the CLI starts after a cut answer, before its kill, is refused by the
+    # relay's gate and never arrives: tests/integration/test_relay.py shows it with the CLI.)
     assert marker in json.dumps(bodies[0]["messages"][-1])
-    if reply == "max_tokens" and len(bodies) == 2:
-        # The CLI starts its continuation a few milliseconds after the cut answer's end, in
-        # the same pass over the stream; the kill at the answer's last event usually comes
-        # first, not always on a loaded machine (docs/compatibility.md).  Never more.
-        assert "<system-reminder>" in json.dumps(bodies[1]["messages"][-1]), bodies[1]["messages"][-1]
-        print(f"continuation race lost: {request_id}")
-        return
     assert len(bodies) == 1, [body["messages"][-1] for body in bodies]
 
 

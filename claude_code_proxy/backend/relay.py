@@ -1,0 +1,271 @@
+"""The upstream relay: every CLI's API traffic passes through the proxy, so that one client
+request makes at most one model call, whatever the CLI would do on its own.
+
+The CLI can call upstream again by itself: after an answer cut at ``max_tokens`` it asks
+the model to go on (up to three times, with no switch to stop it), and it has other
+recovery turns of the kind.  Killing the CLI when the proxy sees the cut is not enough: the
+CLI sends its next call within milliseconds of the cut, often before the proxy has read
+it.  So each CLI gets ``ANTHROPIC_BASE_URL`` pointing here, under a secret path of its own,
+and its ``Gate`` decides:
+
+- between requests, no model call goes through;
+- during a request, one model call does.  Once upstream has answered it (any status below
+  400) the gate is shut: a further call is answered here with a 400 and never leaves the
+  machine.  A call upstream refused (429, 5xx) leaves the gate open for the CLI's own
+  retries (``CLAUDE_PROXY_CLI_MAX_RETRIES``), which upstream does not bill.
+
+Everything else passes through unchanged, byte for byte in both directions: method, path,
+query, headers (but the hop-by-hop ones), body, and the answer as it streams, compressed or
+not.  The relay listens on 127.0.0.1 only; an unknown path prefix gets a 404.  When the
+upstream cannot be reached, the CLI's connection is dropped, as the upstream's would be, and
+the gate keeps the reason for the error the client gets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import secrets
+import socket
+import ssl
+from contextlib import suppress
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import h11
+import httpx2
+import structlog
+
+log = structlog.get_logger(__name__)
+
+FIRST_PARTY = "https://api.anthropic.com"
+ASSUME_FIRST_PARTY = "_CLAUDE_CODE_ASSUME_FIRST_PARTY_BASE_URL"
+"""The CLI's switch for a base URL that leads to the first-party API (as the relay's does):
+with it the CLI sends what it would send to api.anthropic.com itself."""
+MODEL_CALL_PATH = "/v1/messages"
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
+    b"transfer-encoding", b"upgrade", b"host", b"content-length",
+})
+MAX_HEAD_BYTES = 64 * 1024
+READ_CHUNK = 64 * 1024
+_Out = h11.Response | h11.Data | h11.EndOfMessage
+
+
+@dataclass
+class Gate:
+    """What one CLI may send upstream: nothing between requests, one answered model call
+    during a request."""
+
+    state: str = "shut"
+    """``shut`` (no call may go), ``open`` (one may), ``calling`` (it is on its way),
+    ``answered`` (upstream answered it: no further call may go)."""
+    calls: int = 0
+    """Model calls that went upstream since the gate last opened."""
+    refused: int = 0
+    """Model calls refused here since the gate last opened."""
+    fault: str | None = None
+    """Why the upstream could not be reached, when that is how the last call ended."""
+    target: str = FIRST_PARTY
+    """The upstream API's base URL, as the CLI would have called it (from its environment)."""
+
+    def open(self) -> None:
+        self.state, self.calls, self.refused, self.fault = "open", 0, 0, None
+
+    def shut(self) -> None:
+        self.state = "shut"
+
+    def admit(self) -> bool:
+        if self.state != "open":
+            self.refused += 1
+            return False
+        self.state, self.calls, self.fault = "calling", self.calls + 1, None
+        return True
+
+    def answered(self, status: int) -> None:
+        if self.state == "calling":
+            self.state = "answered" if status < 400 else "open"
+
+    def failed(self, reason: str) -> None:
+        self.fault = reason
+        if self.state == "calling":
+            self.state = "open"
+
+
+def is_first_party(url: str | None) -> bool:
+    return not url or urlsplit(url).hostname == "api.anthropic.com"
+
+
+class UpstreamRelay:
+    """An HTTP/1.1 relay on 127.0.0.1 for the CLIs' calls to the upstream API."""
+
+    def __init__(self) -> None:
+        self.gates: dict[str, Gate] = {}
+        self._server: asyncio.Server | None = None
+        self._client: httpx2.AsyncClient | None = None
+        self._lock = asyncio.Lock()
+        self._connections: set[asyncio.StreamWriter] = set()
+        self.port = 0
+
+    # -- life ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        async with self._lock:
+            if self._server is not None:
+                return
+            # No total deadline: an answer may think for minutes.  The CLI keeps its own.
+            self._client = httpx2.AsyncClient(
+                timeout=httpx2.Timeout(None, connect=30.0),
+                limits=httpx2.Limits(max_connections=None, max_keepalive_connections=32),
+                follow_redirects=False,
+            )
+            self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=MAX_HEAD_BYTES)
+            self.port = self._server.sockets[0].getsockname()[1]
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            server, self._server = self._server, None
+            if server is not None:
+                server.close()
+                for writer in list(self._connections):
+                    writer.transport.abort()
+            client, self._client = self._client, None
+            if client is not None:
+                await client.aclose()  # answers still streaming break off
+            if server is not None:
+                with suppress(Exception):
+                    await asyncio.wait_for(server.wait_closed(), 5)
+
+    def register(self, target: str | None) -> tuple[str, Gate]:
+        """A new CLI's base URL and gate (shut until its first request); its calls go on to
+        ``target`` (the ``ANTHROPIC_BASE_URL`` it would have had; None: the first-party API)."""
+        token = secrets.token_urlsafe(18)
+        gate = self.gates[token] = Gate(target=(target or FIRST_PARTY).rstrip("/"))
+        return f"http://127.0.0.1:{self.port}/{token}", gate
+
+    def forget(self, base_url: str) -> None:
+        self.gates.pop(base_url.rsplit("/", 1)[-1], None)
+
+    # -- one connection ------------------------------------------------------------------
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections.add(writer)
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        try:
+            while True:
+                request, body = await self._read_request(conn, reader)
+                if request is None:
+                    return
+                if not await self._answer(conn, writer, request, body):
+                    writer.transport.abort()  # as an unreachable upstream would leave it
+                    return
+                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                    return
+                conn.start_next_cycle()
+        except (h11.ProtocolError, ConnectionError, asyncio.IncompleteReadError):
+            writer.transport.abort()
+        finally:
+            self._connections.discard(writer)
+            with suppress(Exception):
+                writer.close()
+
+    @staticmethod
+    async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader) -> tuple[h11.Request | None, bytes]:
+        request: h11.Request | None = None
+        chunks: list[bytes] = []
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await reader.read(READ_CHUNK))
+            elif isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.Data):
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                return request, b"".join(chunks)
+            else:  # ConnectionClosed or PAUSED: the CLI is done with this connection
+                return None, b""
+
+    async def _answer(self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request,
+                      body: bytes) -> bool:
+        """Forward one request and its answer; False if the upstream could not be reached."""
+        token, _, rest = request.target.decode("ascii", "replace").lstrip("/").partition("/")
+        gate = self.gates.get(token)
+        if gate is None or self._client is None:
+            await _refuse(conn, writer, 404, "not_found_error", "Unknown relay path.")
+            return True
+        path = "/" + rest
+        model_call = request.method == b"POST" and path.split("?", 1)[0].rstrip("/") == MODEL_CALL_PATH
+        if model_call and not gate.admit():
+            log.warning("backend.extra_upstream_call_refused", calls=gate.calls, refused=gate.refused)
+            await _refuse(conn, writer, 400, "invalid_request_error",
+                          "claude-code-proxy sends one model call upstream per client request; this one was not sent.")
+            return True
+        headers = [(name, value) for name, value in request.headers if name.lower() not in HOP_BY_HOP]
+        upstream = self._client.build_request(request.method.decode(), gate.target + path, headers=headers,
+                                              content=body)
+        try:
+            response = await self._client.send(upstream, stream=True)
+        except httpx2.TransportError as exc:
+            if model_call:
+                gate.failed(_reason(exc))
+            log.info("backend.upstream_unreachable", error_class=type(exc).__name__)
+            return False
+        try:
+            if model_call:
+                gate.answered(response.status_code)
+            out_headers = [(n, v) for n, v in response.headers.raw if n.lower() not in HOP_BY_HOP]
+            length = response.headers.get("content-length")
+            if length is not None:
+                out_headers.append((b"content-length", length.encode()))
+            await _write(conn, writer, h11.Response(status_code=response.status_code, headers=out_headers,
+                                                    reason=response.reason_phrase.encode()))
+            try:
+                async for chunk in response.aiter_raw():
+                    await _write(conn, writer, h11.Data(data=chunk))
+            except httpx2.TransportError:
+                return False  # the answer broke off upstream: so does the CLI's
+            await _write(conn, writer, h11.EndOfMessage())
+        finally:
+            await response.aclose()
+        return True
+
+
+async def _write(conn: h11.Connection, writer: asyncio.StreamWriter, event: _Out) -> None:
+    data = conn.send(event)
+    if data:
+        writer.write(data)
+        await writer.drain()
+
+
+async def _refuse(conn: h11.Connection, writer: asyncio.StreamWriter, status: int, kind: str, message: str) -> None:
+    """A whole small answer in the Messages API's error shape, made here."""
+    body = json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
+    await _write(conn, writer, h11.Response(status_code=status, headers=[
+        ("content-type", "application/json"), ("content-length", str(len(body)))]))
+    await _write(conn, writer, h11.Data(data=body))
+    await _write(conn, writer, h11.EndOfMessage())
+
+
+def _reason(exc: httpx2.TransportError) -> str:
+    """Why the upstream could not be reached, from the error and its causes."""
+    if isinstance(exc, httpx2.TimeoutException):
+        return "the connection timed out"
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return "its TLS certificate was not accepted"
+        if isinstance(cause, socket.gaierror):
+            return "its host name does not resolve"
+        if isinstance(cause, OSError) and cause.errno in _ERRNO_REASONS:
+            return _ERRNO_REASONS[cause.errno]
+        cause = cause.__cause__ or cause.__context__
+    return "the connection failed"
+
+
+_ERRNO_REASONS = {
+    errno.ECONNREFUSED: "the connection was refused",
+    errno.ECONNRESET: "the connection was reset",
+    errno.ETIMEDOUT: "the connection timed out",
+    errno.EHOSTUNREACH: "the host is unreachable",
+    errno.ENETUNREACH: "the network is unreachable",
+}
