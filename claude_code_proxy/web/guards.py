@@ -138,7 +138,8 @@ class SecurityMiddleware:
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
                 extra = dict(cors)
-                if not body_complete and message["status"] in GIVES_UP_ON_BODY:
+                said = any(name.lower() == b"connection" for name, _ in message.get("headers", []))
+                if not body_complete and message["status"] in GIVES_UP_ON_BODY and not said:
                     extra["connection"] = "close"
                 if extra:
                     message["headers"] = [*message.get("headers", []),
