@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -151,7 +152,8 @@ def upstream_tool_choice(request: ChatRequest) -> dict[str, Any]:
 
 
 def upstream_history(request: ChatRequest) -> list[dict[str, Any]]:
-    """Earlier turns, with the client's tool names in tool_use blocks as the model knows them."""
+    """Earlier turns, with the client's tool names in tool_use blocks as the model knows them,
+    and on older models a cache marker on the last answer (``marks_last_answer``)."""
     by_name = {tool.name: tool.upstream_name for tool in request.tools}
     history = []
     for turn in request.messages[:-1]:
@@ -162,7 +164,32 @@ def upstream_history(request: ChatRequest) -> list[dict[str, Any]]:
             ]
             turn = {**turn, "content": content}
         history.append(turn)
+    if marks_last_answer(request) and history and history[-1]["role"] == "assistant":
+        content = list(history[-1]["content"])
+        markable = [i for i, block in enumerate(content) if block.get("type") not in UNMARKABLE]
+        if markable:
+            content[markable[-1]] = {**content[markable[-1]], "cache_control": {"type": "ephemeral"}}
+            history[-1] = {**history[-1], "content": content}
     return history
+
+
+OLDER_FAMILY = re.compile(r"claude-(?:opus|sonnet|haiku)-4-[5-7](?![0-9])")
+"""Models on which the CLI writes its environment note into the client's last user turn."""
+UNMARKABLE = frozenset({"thinking", "redacted_thinking"})
+
+
+def marks_last_answer(request: ChatRequest) -> bool:
+    """On 4.5-4.7 models the CLI's environment note opens the client's last user turn, in
+    front of the CLI's cache marker there, and moves on to the next last turn in the next
+    request: no later request repeats that marked prefix.  A marker on the last answer, which
+    the CLI keeps, ends a prefix the next request does repeat, so a follow-up reads the
+    conversation up to the previous answer from the prompt cache.  The client's own markers
+    come first: with any, none is added (the API takes four per request, and the CLI sets
+    up to three)."""
+    if OLDER_FAMILY.search(request.model) is None:
+        return False
+    return not any(isinstance(block, dict) and "cache_control" in block
+                   for turn in request.messages for block in turn["content"])
 
 
 def _never_run(client_tool: ClientTool) -> Any:

@@ -5,8 +5,8 @@ prompt cache saves on them (the fake keeps one, the way the Messages API does).
 The CLI adds an "# Environment" note to every body (docs/compatibility.md, "What the model
 sees"). On 5.5-family models it is a ``role: "system"`` turn after the client's last turn,
 behind the cache marker; on 4.5-family models it is ``<system-reminder>`` blocks at the start
-of the client's last user turn, in front of the marker.  These tests pin down what that means
-for caching on each family.
+of the client's last user turn, in front of the marker, so the proxy marks the client's last
+answer as well.  These tests pin down what that means for caching on each family.
 """
 
 from __future__ import annotations
@@ -211,18 +211,19 @@ def test_each_request_is_a_cacheable_prefix_of_the_next(
 
 @pytest.mark.parametrize("history", [1, 3, 7])
 @pytest.mark.parametrize("surface", SURFACES)
-def test_older_models_cache_the_system_prompt_only(
+def test_older_models_cache_the_history_up_to_the_last_answer(
     reusing: RunningServer, upstream: FakeUpstream, prompt_cache: PromptCache, surface: str, history: int
 ) -> None:
-    """Documented limit: on 4.5-family models the CLI's note opens the client's last turn, in
-    front of its marker, and moves to the next last turn in the next request.  The history
-    before that turn repeats byte for byte, but no marker ends there: the next request reads
-    only the system prompt from the cache."""
+    """On 4.5-family models the CLI's note opens the client's last turn, in front of the CLI's
+    marker there, and moves to the next last turn in the next request: no later request
+    repeats that marked prefix (a documented limit).  The proxy marks the client's last
+    answer instead, which ends a prefix the next request repeats byte for byte: a follow-up
+    reads the conversation up to the previous answer from the cache."""
     first = conversation(history)
     next_id = f"older-{surface}-{uuid.uuid4().hex[:8]}"
     ask(reusing, surface, OLDER, first, f"{next_id}-first")
     body_n = upstream.last_body
-    ask(reusing, surface, OLDER, follow_up(first), next_id)
+    reported = ask(reusing, surface, OLDER, follow_up(first), next_id)
     body_next = upstream.last_body
 
     k = marked_message(body_n)
@@ -231,14 +232,20 @@ def test_older_models_cache_the_system_prompt_only(
     assert last == {"type": "text", "text": first[-1]["content"], "cache_control": {"type": "ephemeral"}}
     assert reminders[0]["text"].startswith("<system-reminder>\n" + NOTE_START)
     assert all(block["text"].startswith("<system-reminder>\n") for block in reminders)
+    # The proxy's marker: on the client's last answer, the turn before.
+    assert body_n["messages"][k - 1] == {"role": "assistant", "content": [
+        {"type": "text", "text": first[-2]["content"], "cache_control": {"type": "ephemeral"}}]}
     assert json.dumps(body_next["system"]) == json.dumps(body_n["system"])
-    assert json.dumps(body_next["messages"][:k]) == json.dumps(body_n["messages"][:k])
+    assert json.dumps(unmarked(body_next["messages"][:k])) == json.dumps(unmarked(body_n["messages"][:k]))
     # In request N+1 that turn is the client's text alone, and the note opens the new last turn.
     assert body_next["messages"][k]["content"] == [{"type": "text", "text": first[-1]["content"]}]
     assert unmarked(body_next["messages"][-1]["content"][:-1]) == reminders
 
-    read = ledger_row(reusing, next_id)["cache_read_tokens"]
-    assert read == tokens(system_prefix(body_next)) > 0
+    blocks, marked = PromptCache.blocks(body_n)
+    through_answer = tokens(blocks[: marked[-2] + 1])
+    assert through_answer > tokens(system_prefix(body_n))
+    assert ledger_row(reusing, next_id)["cache_read_tokens"] == through_answer
+    assert reported == (None if surface == "ollama" else through_answer)
 
 
 def test_older_models_cache_the_history_with_a_client_marker_on_the_last_answer(
