@@ -26,9 +26,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import os
 import secrets
 import socket
 import ssl
+from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -93,6 +95,20 @@ class Gate:
             self.state = "open"
 
 
+def tls_context(environ: Mapping[str, str]) -> ssl.SSLContext:
+    """The certificates the CLI itself would trust: the system's (``SSL_CERT_FILE`` and
+    ``SSL_CERT_DIR`` where set), plus ``NODE_EXTRA_CA_CERTS``, which a network that inspects
+    TLS asks Node programs such as the CLI to add."""
+    cafile, capath = environ.get("SSL_CERT_FILE"), environ.get("SSL_CERT_DIR")
+    context = ssl.create_default_context(cafile=cafile if cafile and os.path.isfile(cafile) else None,
+                                         capath=capath if capath and os.path.isdir(capath) else None)
+    extra = environ.get("NODE_EXTRA_CA_CERTS")
+    if extra and os.path.isfile(extra):
+        with suppress(ssl.SSLError, OSError):
+            context.load_verify_locations(cafile=extra)
+    return context
+
+
 def is_first_party(url: str | None) -> bool:
     return not url or urlsplit(url).hostname == "api.anthropic.com"
 
@@ -115,6 +131,7 @@ class UpstreamRelay:
                 return
             # No total deadline: an answer may think for minutes.  The CLI keeps its own.
             self._client = httpx2.AsyncClient(
+                verify=tls_context(os.environ),
                 timeout=httpx2.Timeout(None, connect=30.0),
                 limits=httpx2.Limits(max_connections=None, max_keepalive_connections=32),
                 follow_redirects=False,

@@ -7,6 +7,8 @@ The relay is driven by a real HTTP client and by the real CLI, against the fake 
 from __future__ import annotations
 
 import json
+import ssl
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,7 +20,7 @@ import pytest_asyncio
 from claude_agent_sdk import ClaudeSDKClient, ResultMessage
 
 from claude_code_proxy.backend.options import build_options
-from claude_code_proxy.backend.relay import Gate, UpstreamRelay
+from claude_code_proxy.backend.relay import Gate, UpstreamRelay, tls_context
 from claude_code_proxy.chat.request import ChatRequest
 from tests.conftest import make_settings
 from tests.support.fake_upstream import FakeUpstream, refusing_url
@@ -150,3 +152,19 @@ def test_a_gate_admits_one_call_per_opening() -> None:
     assert gate.admit()
     gate.failed("the connection was reset")
     assert gate.state == "open" and gate.fault == "the connection was reset"
+
+
+def test_the_relay_trusts_the_certificates_the_cli_would(tmp_path: Path) -> None:
+    """A network that inspects TLS gives the CLI its certificate with NODE_EXTRA_CA_CERTS;
+    the relay, which now makes the CLI's connections, trusts it too."""
+    key, cert = tmp_path / "ca.key", tmp_path / "ca.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=inspecting-proxy-test-ca"],
+                   check=True, capture_output=True)
+
+    def names(context: ssl.SSLContext) -> set[str]:
+        return {value for ca in context.get_ca_certs() for rdn in ca["subject"] for _, value in rdn}
+
+    assert "inspecting-proxy-test-ca" in names(tls_context({"NODE_EXTRA_CA_CERTS": str(cert)}))
+    assert "inspecting-proxy-test-ca" not in names(tls_context({}))
+    tls_context({"SSL_CERT_FILE": str(tmp_path / "missing.pem"), "NODE_EXTRA_CA_CERTS": str(tmp_path / "gone")})
