@@ -52,6 +52,8 @@ HOP_BY_HOP = frozenset({
 })
 MAX_HEAD_BYTES = 64 * 1024
 READ_CHUNK = 64 * 1024
+CLI_REQUEST_TIMEOUT_S = 600.0
+"""The CLI's own timeout for one API request (its ``X-Stainless-Timeout``)."""
 _Out = h11.Response | h11.Data | h11.EndOfMessage
 
 
@@ -129,10 +131,11 @@ class UpstreamRelay:
         async with self._lock:
             if self._server is not None:
                 return
-            # No total deadline: an answer may think for minutes.  The CLI keeps its own.
+            # No total deadline (an answer may take minutes); a silence as long as the CLI's
+            # own request timeout ends a call whose CLI can no longer be told.
             self._client = httpx2.AsyncClient(
                 verify=tls_context(os.environ),
-                timeout=httpx2.Timeout(None, connect=30.0),
+                timeout=httpx2.Timeout(None, connect=30.0, read=CLI_REQUEST_TIMEOUT_S),
                 limits=httpx2.Limits(max_connections=None, max_keepalive_connections=32),
                 follow_redirects=False,
             )
@@ -213,7 +216,8 @@ class UpstreamRelay:
         path = "/" + rest
         model_call = request.method == b"POST" and path.split("?", 1)[0].rstrip("/") == MODEL_CALL_PATH
         if model_call and not gate.admit():
-            log.warning("backend.extra_upstream_call_refused", calls=gate.calls, refused=gate.refused)
+            # Expected after an answer cut at max_tokens, when the CLI's continuation beats its kill.
+            log.info("backend.extra_upstream_call_refused", calls=gate.calls, refused=gate.refused)
             await _refuse(conn, writer, 400, "invalid_request_error",
                           "claude-code-proxy sends one model call upstream per client request; this one was not sent.")
             return True
