@@ -188,8 +188,15 @@ def marks_last_answer(request: ChatRequest) -> bool:
     up to three)."""
     if OLDER_FAMILY.search(request.model) is None:
         return False
-    return not any(isinstance(block, dict) and "cache_control" in block
-                   for turn in request.messages for block in turn["content"])
+    return not any(_has_marker(block) for turn in request.messages for block in turn["content"])
+
+
+def _has_marker(block: Any) -> bool:
+    """A cache marker on the block or on a block inside it (a tool result's content)."""
+    if not isinstance(block, dict):
+        return False
+    inner = block.get("content")
+    return "cache_control" in block or (isinstance(inner, list) and any(_has_marker(b) for b in inner))
 
 
 def _never_run(client_tool: ClientTool) -> Any:
@@ -227,6 +234,9 @@ def build_options(settings: Settings, cli_path: str | None, request: ChatRequest
     env = child_env(os.environ)
     if relay_url is not None:
         env["ANTHROPIC_BASE_URL"] = relay_url
+        # The relay is on loopback: never through an HTTP proxy the environment names.
+        for name in ("NO_PROXY", "no_proxy"):
+            env[name] = ",".join(filter(None, [os.environ.get(name, ""), "127.0.0.1", "localhost"]))
         if is_first_party(os.environ.get("ANTHROPIC_BASE_URL")):
             # The relay forwards to the first-party API: the CLI behaves as it would there.
             env[ASSUME_FIRST_PARTY] = "1"

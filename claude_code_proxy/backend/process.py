@@ -144,9 +144,14 @@ class Processes:
         if self.relay is not None:
             await self.relay.start()
             relay_url, gate = self.relay.register(os.environ.get("ANTHROPIC_BASE_URL"))
-        workdir = Path(tempfile.mkdtemp(prefix="claude-proxy-"))
-        (workdir / "tmp").mkdir(mode=0o700)
-        client = ClaudeSDKClient(options(workdir, relay_url))
+        try:
+            workdir = Path(tempfile.mkdtemp(prefix="claude-proxy-"))
+            (workdir / "tmp").mkdir(mode=0o700)
+            client = ClaudeSDKClient(options(workdir, relay_url))
+        except BaseException:
+            if self.relay is not None and relay_url is not None:
+                self.relay.forget(relay_url)
+            raise
         self.spawned += 1
         prepared = Prepared(client, workdir, gate=gate, relay_url=relay_url)
         self._live.add(prepared)

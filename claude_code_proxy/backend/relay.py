@@ -11,8 +11,10 @@ and its ``Gate`` decides:
 - between requests, no model call goes through;
 - during a request, one model call does.  Once upstream has answered it (any status below
   400) the gate is shut: a further call is answered here with a 400 and never leaves the
-  machine.  A call upstream refused (429, 5xx) leaves the gate open for the CLI's own
-  retries (``CLAUDE_PROXY_CLI_MAX_RETRIES``), which upstream does not bill.
+  machine.  A call that failed (an error status, an error event after a 200, a broken
+  connection) leaves the gate open for the CLI's own retries (``CLAUDE_PROXY_CLI_MAX_RETRIES``;
+  it retries 429, 529, 5xx and broken connections only).  Each opening is a generation: a
+  call of an abandoned request that comes back late does not move the next one's gate.
 
 Everything else passes through unchanged, byte for byte in both directions: method, path,
 query, headers (but the hop-by-hop ones), body, and the answer as it streams, compressed or
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import h11
+import httpcore2
 import httpx2
 import structlog
 
@@ -52,6 +55,7 @@ HOP_BY_HOP = frozenset({
 })
 MAX_HEAD_BYTES = 64 * 1024
 READ_CHUNK = 64 * 1024
+ERROR_EVENT = b"event: error"
 CLI_REQUEST_TIMEOUT_S = 600.0
 """The CLI's own timeout for one API request (its ``X-Stainless-Timeout``)."""
 _Out = h11.Response | h11.Data | h11.EndOfMessage
@@ -73,37 +77,46 @@ class Gate:
     """Why the upstream could not be reached, when that is how the last call ended."""
     target: str = FIRST_PARTY
     """The upstream API's base URL, as the CLI would have called it (from its environment)."""
+    generation: int = 0
+    """Which opening the gate is in: what a call of an earlier one reports is ignored (a call
+    still on its way when its request was abandoned must not move the next request's gate)."""
 
     def open(self) -> None:
         self.state, self.calls, self.refused, self.fault = "open", 0, 0, None
+        self.generation += 1
 
     def shut(self) -> None:
         self.state = "shut"
 
-    def admit(self) -> bool:
+    def admit(self) -> int | None:
+        """The opening a model call goes out in, or None: refused."""
         if self.state != "open":
             self.refused += 1
-            return False
+            return None
         self.state, self.calls, self.fault = "calling", self.calls + 1, None
-        return True
+        return self.generation
 
-    def answered(self, status: int) -> None:
-        if self.state == "calling":
+    def answered(self, generation: int, status: int) -> None:
+        """Upstream answered: below 400 the gate is done; an error leaves it open for the
+        CLI's own retry (it retries 429, 529 and 5xx, never 400 or 403)."""
+        if generation == self.generation and self.state == "calling":
             self.state = "answered" if status < 400 else "open"
 
-    def failed(self, reason: str) -> None:
+    def failed(self, generation: int, reason: str | None = None) -> None:
+        """The call broke before or while it was answered, or its answer was an error event:
+        the CLI may retry it, as it would a refused call."""
+        if generation != self.generation:
+            return
         self.fault = reason
-        if self.state == "calling":
+        if self.state in ("calling", "answered"):
             self.state = "open"
 
 
 def tls_context(environ: Mapping[str, str]) -> ssl.SSLContext:
-    """The certificates the CLI itself would trust: the system's (``SSL_CERT_FILE`` and
-    ``SSL_CERT_DIR`` where set), plus ``NODE_EXTRA_CA_CERTS``, which a network that inspects
-    TLS asks Node programs such as the CLI to add."""
-    cafile, capath = environ.get("SSL_CERT_FILE"), environ.get("SSL_CERT_DIR")
-    context = ssl.create_default_context(cafile=cafile if cafile and os.path.isfile(cafile) else None,
-                                         capath=capath if capath and os.path.isdir(capath) else None)
+    """The certificates the CLI itself would trust: the HTTP client's defaults (the system's
+    store, ``SSL_CERT_FILE`` or ``SSL_CERT_DIR``), plus ``NODE_EXTRA_CA_CERTS``, which a
+    network that inspects TLS asks Node programs such as the CLI to add."""
+    context = httpcore2.default_ssl_context()
     extra = environ.get("NODE_EXTRA_CA_CERTS")
     if extra and os.path.isfile(extra):
         with suppress(ssl.SSLError, OSError):
@@ -172,83 +185,97 @@ class UpstreamRelay:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         try:
             while True:
-                request, body = await self._read_request(conn, reader)
-                if request is None:
+                request = await _next(conn, reader)
+                if not isinstance(request, h11.Request):
+                    return  # the CLI is done with this connection
+                token, _, rest = request.target.decode("ascii", "replace").lstrip("/").partition("/")
+                gate = self.gates.get(token)
+                if gate is None:  # nothing is read from a caller that is not one of our CLIs
+                    await _refuse(conn, writer, 404, "not_found_error", "Unknown relay path.", close=True)
                     return
-                if not await self._answer(conn, writer, request, body):
+                body = await _body(conn, reader)
+                if not await self._answer(conn, writer, request, "/" + rest, body, gate):
                     writer.transport.abort()  # as an unreachable upstream would leave it
                     return
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     return
                 conn.start_next_cycle()
-        except (h11.ProtocolError, ConnectionError, asyncio.IncompleteReadError):
+        except (h11.ProtocolError, ConnectionError, RuntimeError, httpx2.HTTPError):
             writer.transport.abort()
         finally:
             self._connections.discard(writer)
             with suppress(Exception):
                 writer.close()
 
-    @staticmethod
-    async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader) -> tuple[h11.Request | None, bytes]:
-        request: h11.Request | None = None
-        chunks: list[bytes] = []
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await reader.read(READ_CHUNK))
-            elif isinstance(event, h11.Request):
-                request = event
-            elif isinstance(event, h11.Data):
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                return request, b"".join(chunks)
-            else:  # ConnectionClosed or PAUSED: the CLI is done with this connection
-                return None, b""
-
     async def _answer(self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request,
-                      body: bytes) -> bool:
+                      path: str, body: bytes, gate: Gate) -> bool:
         """Forward one request and its answer; False if the upstream could not be reached."""
-        token, _, rest = request.target.decode("ascii", "replace").lstrip("/").partition("/")
-        gate = self.gates.get(token)
-        if gate is None or self._client is None:
-            await _refuse(conn, writer, 404, "not_found_error", "Unknown relay path.")
-            return True
-        path = "/" + rest
-        model_call = request.method == b"POST" and path.split("?", 1)[0].rstrip("/") == MODEL_CALL_PATH
-        if model_call and not gate.admit():
-            # Expected after an answer cut at max_tokens, when the CLI's continuation beats its kill.
-            log.info("backend.extra_upstream_call_refused", calls=gate.calls, refused=gate.refused)
-            await _refuse(conn, writer, 400, "invalid_request_error",
-                          "claude-code-proxy sends one model call upstream per client request; this one was not sent.")
-            return True
+        client = self._client
+        if client is None:
+            raise ConnectionError("the relay is closing")
+        generation: int | None = None
+        if request.method == b"POST" and path.split("?", 1)[0].rstrip("/") == MODEL_CALL_PATH:
+            generation = gate.admit()
+            if generation is None:
+                # Expected after an answer cut at max_tokens, when the CLI's continuation beats its kill.
+                log.info("backend.extra_upstream_call_refused", calls=gate.calls, refused=gate.refused)
+                await _refuse(conn, writer, 400, "invalid_request_error",
+                              "claude-code-proxy sends one model call upstream per client request; "
+                              "this one was not sent.")
+                return True
         headers = [(name, value) for name, value in request.headers if name.lower() not in HOP_BY_HOP]
-        upstream = self._client.build_request(request.method.decode(), gate.target + path, headers=headers,
-                                              content=body)
+        upstream = client.build_request(request.method.decode(), gate.target + path, headers=headers, content=body)
         try:
-            response = await self._client.send(upstream, stream=True)
+            response = await client.send(upstream, stream=True)
         except httpx2.TransportError as exc:
-            if model_call:
-                gate.failed(_reason(exc))
+            if generation is not None:
+                gate.failed(generation, _reason(exc))
             log.info("backend.upstream_unreachable", error_class=type(exc).__name__)
             return False
         try:
-            if model_call:
-                gate.answered(response.status_code)
+            if generation is not None:
+                gate.answered(generation, response.status_code)
             out_headers = [(n, v) for n, v in response.headers.raw if n.lower() not in HOP_BY_HOP]
             length = response.headers.get("content-length")
             if length is not None:
                 out_headers.append((b"content-length", length.encode()))
             await _write(conn, writer, h11.Response(status_code=response.status_code, headers=out_headers,
                                                     reason=response.reason_phrase.encode()))
+            # An error event in an answer that began with 200 (overloaded mid-stream) is a
+            # failed call the CLI may retry.  Readable only when the stream is not compressed.
+            watch = generation is not None and response.headers.get("content-encoding", "identity") == "identity"
+            tail = b""
             try:
                 async for chunk in response.aiter_raw():
+                    if watch and generation is not None and ERROR_EVENT in tail + chunk:
+                        gate.failed(generation)
+                        watch = False
+                    tail = chunk[-len(ERROR_EVENT):]
                     await _write(conn, writer, h11.Data(data=chunk))
             except httpx2.TransportError:
+                if generation is not None:
+                    gate.failed(generation)  # reached, then broken: the CLI may retry
                 return False  # the answer broke off upstream: so does the CLI's
             await _write(conn, writer, h11.EndOfMessage())
         finally:
             await response.aclose()
         return True
+
+
+async def _next(conn: h11.Connection, reader: asyncio.StreamReader) -> h11.Event | type[h11.PAUSED]:
+    """The next event from the CLI (reading as needed)."""
+    while (event := conn.next_event()) is h11.NEED_DATA:
+        conn.receive_data(await reader.read(READ_CHUNK))
+    return event  # type: ignore[return-value]
+
+
+async def _body(conn: h11.Connection, reader: asyncio.StreamReader) -> bytes:
+    chunks: list[bytes] = []
+    while isinstance(event := await _next(conn, reader), h11.Data):
+        chunks.append(bytes(event.data))
+    if not isinstance(event, h11.EndOfMessage):
+        raise ConnectionError("the CLI left in the middle of a request")
+    return b"".join(chunks)
 
 
 async def _write(conn: h11.Connection, writer: asyncio.StreamWriter, event: _Out) -> None:
@@ -258,11 +285,14 @@ async def _write(conn: h11.Connection, writer: asyncio.StreamWriter, event: _Out
         await writer.drain()
 
 
-async def _refuse(conn: h11.Connection, writer: asyncio.StreamWriter, status: int, kind: str, message: str) -> None:
+async def _refuse(conn: h11.Connection, writer: asyncio.StreamWriter, status: int, kind: str, message: str,
+                  *, close: bool = False) -> None:
     """A whole small answer in the Messages API's error shape, made here."""
     body = json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
-    await _write(conn, writer, h11.Response(status_code=status, headers=[
-        ("content-type", "application/json"), ("content-length", str(len(body)))]))
+    headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+    if close:
+        headers.append(("connection", "close"))
+    await _write(conn, writer, h11.Response(status_code=status, headers=headers))
     await _write(conn, writer, h11.Data(data=body))
     await _write(conn, writer, h11.EndOfMessage())
 

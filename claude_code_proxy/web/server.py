@@ -9,9 +9,9 @@ byte at a time.  ``GuardedH11Protocol`` adds:
 - a deadline for each request's head (``header_timeout``, from the connection's start or
   the previous answer's end): a head not in by then ends the connection (with a 408 if
   part of it came);
-- nothing for a body still arriving after its answer (a 401 sent before the body came):
-  uvicorn reads and drops the rest, and its keep-alive timeout closes the connection if the
-  body and the next head are not in by then.  Closing at once instead would reset a
+- a deadline for a body still arriving after its answer (a 401 sent before the body came):
+  uvicorn reads and drops the rest, and the connection stays usable if the body is in within
+  ``body_timeout`` of the answer, else it is closed.  Closing at once would reset a
   connection the client was told it may reuse.  Answers that give up on the body (413, 408)
   say ``connection: close`` (web/guards.py), so uvicorn closes those at once.
 
@@ -51,14 +51,17 @@ HEAD_TOO_SLOW = _refusal("408 Request Timeout", "The request's headers did not a
 
 
 class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a connection cap and a deadline for request heads."""
+    """uvicorn's h11 protocol with a connection cap, a deadline for request heads, and one for
+    the rest of a body still coming after its answer went out."""
 
     header_timeout = 10.0
+    body_timeout = 60.0
     max_connections = 256
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._head_deadline: asyncio.TimerHandle | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._deadline_for: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -66,47 +69,62 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.write(TOO_MANY)
             self.transport.close()
             return
-        self._watch_head()  # a connection that never sends a byte is held to the same deadline
+        self._watch()  # a connection that never sends a byte is held to the same deadline
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        self._watch_head()
+        self._watch()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_head_deadline()
+        self._stop_deadline()
         super().connection_lost(exc)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._watch_head()
+        self._watch()
 
-    def _watch_head(self) -> None:
-        """The head deadline runs while a request head is awaited, from the moment it is."""
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            if self._head_deadline is None:
-                self._head_deadline = self.loop.call_later(self.header_timeout, self._head_too_slow)
-        else:
-            self._stop_head_deadline()
-
-    def _stop_head_deadline(self) -> None:
-        if self._head_deadline is not None:
-            self._head_deadline.cancel()
-            self._head_deadline = None
-
-    def _head_too_slow(self) -> None:
-        self._head_deadline = None
-        if self.conn.their_state is not h11.IDLE or self.transport.is_closing():
+    def _watch(self) -> None:
+        """One deadline at a time, from the moment its wait begins (bytes that come do not
+        push it back): ``head`` while a request head is awaited; ``drain`` while the rest of
+        a body comes after its answer went out (an early 401: uvicorn reads and drops it)."""
+        waiting: str | None = None
+        if not self.transport.is_closing():
+            if self.conn.their_state is h11.IDLE:
+                waiting = "head"
+            elif self.conn.their_state is h11.SEND_BODY and self.conn.our_state is h11.DONE:
+                waiting = "drain"
+        if waiting == self._deadline_for:
             return
-        partial_head, _ = self.conn.trailing_data
-        if partial_head:  # part of a request came: say why it is dropped (else just close)
-            self.transport.write(HEAD_TOO_SLOW)
-        self.transport.close()
+        self._stop_deadline()
+        if waiting is not None:
+            delay = self.header_timeout if waiting == "head" else self.body_timeout
+            self._deadline = self.loop.call_later(delay, self._deadline_passed)
+            self._deadline_for = waiting
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self._deadline_for = None
+
+    def _deadline_passed(self) -> None:
+        waited_for = self._deadline_for
+        self._deadline = self._deadline_for = None
+        if self.transport.is_closing():
+            return
+        if waited_for == "head" and self.conn.their_state is h11.IDLE:
+            partial_head, _ = self.conn.trailing_data
+            if partial_head:  # part of a request came: say why it is dropped (else just close)
+                self.transport.write(HEAD_TOO_SLOW)
+            self.transport.close()
+        elif waited_for == "drain" and self.conn.their_state is h11.SEND_BODY:
+            self.transport.close()  # the answer is out; the body never finished
 
 
 def guarded_protocol(settings: Settings) -> type[GuardedH11Protocol]:
     """The protocol class with this server's limits (uvicorn instantiates it per connection)."""
     return type("GuardedH11Protocol", (GuardedH11Protocol,), {
         "header_timeout": settings.header_timeout,
+        "body_timeout": settings.body_timeout,
         "max_connections": settings.max_connections,
     })
 

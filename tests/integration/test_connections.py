@@ -171,3 +171,17 @@ def test_a_body_too_large_is_refused_with_connection_close(proxy: ProxyProcess) 
         assert status_of(refused) == 413 and b"connection: close" in refused.lower()
         sock.setblocking(False)
         assert read_until_closed([sock], timeout=60)[sock] == b""  # closed, not kept waiting for 64 MB
+
+
+def test_a_body_that_stops_after_an_early_answer_is_cut_off(proxy: ProxyProcess) -> None:
+    # The answer went out from the head alone; the client sends one byte of its body and
+    # stops. The connection is closed at the body deadline, not held open for good.
+    head = (b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: text/plain\r\n"
+            b"content-length: 1000000\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as sock:
+        sock.sendall(head)
+        assert status_of(read_reply(sock)) == 415
+        sock.sendall(b"x")
+        sock.setblocking(False)
+        assert read_until_closed([sock], timeout=60)[sock] == b""
+    assert still_serves(proxy)

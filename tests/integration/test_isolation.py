@@ -81,6 +81,7 @@ def test_child_environment_is_an_allow_list(
     # not the first-party API, so the CLI is not told it is).
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+/[\w-]{20,}", env["ANTHROPIC_BASE_URL"])
     assert not env.get("_CLAUDE_CODE_ASSUME_FIRST_PARTY_BASE_URL")
+    assert "127.0.0.1" in env["NO_PROXY"].split(",")  # the relay is never reached through a proxy
     assert [call.path for call in upstream.messages_calls] == ["/v1/messages?beta=true"]
     assert env["DISABLE_AUTOUPDATER"] == "1" and env["DISABLE_TELEMETRY"] == "1"
     assert env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"

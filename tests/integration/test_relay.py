@@ -6,6 +6,7 @@ The relay is driven by a real HTTP client and by the real CLI, against the fake 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import subprocess
@@ -106,7 +107,7 @@ async def test_an_unknown_path_is_404_and_an_unreachable_upstream_drops_the_conn
         base, gate = relay.register(refusing_url())
         async with httpx.AsyncClient(timeout=30) as client:
             unknown = await client.post(f"http://127.0.0.1:{relay.port}/not-a-token/v1/messages", json={})
-            assert unknown.status_code == 404
+            assert unknown.status_code == 404 and unknown.headers["connection"] == "close"
             gate.open()
             with pytest.raises(httpx.RemoteProtocolError):
                 await client.post(f"{base}/v1/messages", json=ask("x"))
@@ -141,17 +142,67 @@ async def test_the_clis_continuation_after_max_tokens_is_refused(
     assert body["max_tokens"] == 40
 
 
-def test_a_gate_admits_one_call_per_opening() -> None:
+def test_a_gate_admits_one_call_per_opening_and_ignores_calls_of_an_earlier_one() -> None:
     gate = Gate()
-    assert not gate.admit()
+    assert gate.admit() is None
     gate.open()
-    assert gate.admit() and not gate.admit()
-    gate.answered(200)
-    assert gate.state == "answered" and not gate.admit()
+    first = gate.admit()
+    assert first is not None and gate.admit() is None
+    gate.answered(first, 200)
+    assert gate.state == "answered" and gate.admit() is None
+    gate.failed(first)  # its answer turned out to be an error event: the CLI may retry
+    assert gate.state == "open"
     gate.open()
-    assert gate.admit()
-    gate.failed("the connection was reset")
+    second = gate.admit()
+    assert second is not None
+    gate.failed(second, "the connection was reset")
     assert gate.state == "open" and gate.fault == "the connection was reset"
+    # A call of an abandoned request that comes back late changes nothing in the next one.
+    gate.open()
+    third = gate.admit()
+    gate.answered(second, 529)
+    gate.failed(second, "the connection was refused")
+    assert gate.state == "calling" and gate.fault is None and third is not None
+    gate.answered(third, 200)
+    assert gate.state == "answered"
+
+
+async def test_an_error_event_after_the_answer_began_leaves_the_gate_open(
+    relay: UpstreamRelay, upstream: FakeUpstream
+) -> None:
+    """Overloaded after a 200: a failed call, which the CLI retries (it would without the relay)."""
+    base, gate = relay.register(upstream.url)
+    marker = f"m{uuid.uuid4().hex[:10]}"
+    gate.open()
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        broken = await client.post("/v1/messages", json=ask(marker, "[[say:a b c d]] [[midstream_error]]"))
+        assert broken.status_code == 200 and "overloaded_error" in broken.text
+        assert gate.state == "open"
+        assert (await client.post("/v1/messages", json=ask(marker))).status_code == 200
+        assert gate.state == "answered" and len(calls_for(upstream, marker)) == 2
+
+
+async def test_an_answer_that_breaks_off_leaves_the_gate_open_and_the_cli_sees_the_break() -> None:
+    async def half_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                     b"5\r\nhello\r\n")
+        await writer.drain()
+        writer.close()  # before the last chunk
+
+    server = await asyncio.start_server(half_answer, "127.0.0.1", 0)
+    relay = UpstreamRelay()
+    await relay.start()
+    try:
+        base, gate = relay.register(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        gate.open()
+        async with httpx.AsyncClient(timeout=30) as client:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.post(f"{base}/v1/messages", json=ask("x"))
+        assert gate.state == "open" and gate.fault is None  # reached, then broken: not "unreachable"
+    finally:
+        await relay.aclose()
+        server.close()
 
 
 def test_the_relay_trusts_the_certificates_the_cli_would(tmp_path: Path) -> None:
@@ -166,5 +217,4 @@ def test_the_relay_trusts_the_certificates_the_cli_would(tmp_path: Path) -> None
         return {value for ca in context.get_ca_certs() for rdn in ca["subject"] for _, value in rdn}
 
     assert "inspecting-proxy-test-ca" in names(tls_context({"NODE_EXTRA_CA_CERTS": str(cert)}))
-    assert "inspecting-proxy-test-ca" not in names(tls_context({}))
     tls_context({"SSL_CERT_FILE": str(tmp_path / "missing.pem"), "NODE_EXTRA_CA_CERTS": str(tmp_path / "gone")})

@@ -13,6 +13,7 @@ directives found in the text of the last user turn, so a test can script the mod
     [[gate:NAME]]         send the first text delta, then hold the rest until open_gate(NAME)
     [[hang]]              accept the request, then never answer
     [[drop]]              send a few deltas, then cut the connection
+    [[midstream_error]]   send one delta, then an overloaded_error event (after the 200)
     [[long:N]]            N tokens of text, cut at max_tokens
     [[big:N]]             N characters of text (``big_text(N)``) in one delta
     [[big:N:K]]           the same N characters spread over K deltas
@@ -469,6 +470,10 @@ class _Handler(BaseHTTPRequestHandler):
                 output_tokens += 1
                 if n == 0 and "gate" in names:
                     self.owner.hold(args["gate"])
+                if n == 0 and "midstream_error" in names:  # overloaded after the answer began
+                    self._event("error", {"type": "error", "error": {"type": "overloaded_error",
+                                                                     "message": "Overloaded"}})
+                    return
             self._event("content_block_stop", {"type": "content_block_stop", "index": index})
             index += 1
         for n, (name, raw_input) in enumerate(tools):

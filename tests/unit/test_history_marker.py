@@ -44,3 +44,10 @@ def test_a_client_marker_anywhere_means_none_is_added() -> None:
     question = {"type": "text", "text": "and then?", "cache_control": MARK}
     history = upstream_history(chat("claude-sonnet-4-5", [{"type": "text", "text": "hello"}], question))
     assert history[-1]["content"] == [{"type": "text", "text": "hello"}]
+
+
+def test_a_client_marker_inside_a_tool_result_counts_too() -> None:
+    result = {"type": "tool_result", "tool_use_id": "t1",
+              "content": [{"type": "text", "text": "42", "cache_control": MARK}]}
+    history = upstream_history(chat("claude-sonnet-4-5", [{"type": "text", "text": "hello"}], result))
+    assert history[-1]["content"] == [{"type": "text", "text": "hello"}]
