@@ -99,7 +99,8 @@ class Settings(BaseSettings):
         600.0, gt=0, description="Seconds a request may take in total before it fails with 504."
     )
     cli_max_retries: int = Field(
-        2, ge=0, le=10, description="Retries the CLI itself makes on upstream 429/5xx (the proxy adds none)."
+        0, ge=0, le=10, description="Retries the CLI itself makes on upstream 429/5xx, each a further upstream "
+        "request (0: exactly one upstream request per client request; the proxy adds none).",
     )
     upstream_gate: bool = Field(
         True, description="Relay the CLIs' API calls through the proxy, so that one request makes at most one "

@@ -81,7 +81,7 @@ def test_happy_path(settings: Settings, upstream: FakeUpstream) -> None:
     assert code == 0, text
     assert "[ ok ] Claude Code CLI" in text and "_bundled/claude" in text
     assert "[ ok ] Login" in text and "logged in with" in text
-    assert "[ ok ] Configuration" in text and "cli_max_retries = 0" in text
+    assert "[ ok ] Configuration" in text and "warm_pool_size = 0" in text
     assert f"[ ok ] Port             127.0.0.1:{settings.port} is free" in text
     assert "[skip] Live check" in text and "--live" in text
     assert "fix:" not in text and text.rstrip().endswith("No problems found.")
@@ -106,8 +106,7 @@ def test_happy_path_json(settings: Settings) -> None:
     assert "subscription_type" in checks["login"]["details"]
     assert checks["login"]["details"]["credential_env"]["ANTHROPIC_API_KEY"] == "set"
     assert checks["config"]["details"]["changed"] == {
-        "port": settings.port, "cli_max_retries": 0, "log_level": "WARNING", "usage_db": "",
-        "warm_pool_size": 0,
+        "port": settings.port, "log_level": "WARNING", "usage_db": "", "warm_pool_size": 0,
     }
     assert checks["port"]["details"] == {"host": "127.0.0.1", "port": settings.port}
     assert checks["live"]["status"] == "skip"
