@@ -86,18 +86,23 @@ async def test_one_model_call_per_opening_passes_and_the_rest_is_refused_here(
         assert len(calls_for(upstream, marker)) == 2
 
 
-async def test_a_refused_call_leaves_the_gate_open_for_the_clis_own_retry(
-    relay: UpstreamRelay, upstream: FakeUpstream
+@pytest.mark.parametrize(("directive", "status", "shows"), [
+    ("[[error:529]]", 529, "overloaded_error"),  # upstream's own refusal, passed on
+    # Overloaded after a 200: a failed call all the same (the CLI would retry it without the relay).
+    ("[[say:a b c d]] [[midstream_error]]", 200, "overloaded_error"),
+], ids=["refused", "error_event_after_200"])
+async def test_a_failed_call_leaves_the_gate_open_for_the_clis_own_retry(
+    relay: UpstreamRelay, upstream: FakeUpstream, directive: str, status: int, shows: str
 ) -> None:
     base, gate = relay.register(upstream.url)
     marker = f"m{uuid.uuid4().hex[:10]}"
     gate.open()
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-        overloaded = await client.post("/v1/messages", json=ask(marker, "[[error:529]]"))
-        assert overloaded.status_code == 529  # upstream's own answer, passed on
+        failed = await client.post("/v1/messages", json=ask(marker, directive))
+        assert failed.status_code == status and shows in failed.text
         assert gate.state == "open"
         assert (await client.post("/v1/messages", json=ask(marker))).status_code == 200
-        assert gate.state == "answered" and gate.calls == 2
+        assert gate.state == "answered" and gate.calls == 2 and len(calls_for(upstream, marker)) == 2
 
 
 async def test_an_unknown_path_is_404_and_an_unreachable_upstream_drops_the_connection() -> None:
@@ -165,21 +170,6 @@ def test_a_gate_admits_one_call_per_opening_and_ignores_calls_of_an_earlier_one(
     assert gate.state == "calling" and gate.fault is None and third is not None
     gate.answered(third, 200)
     assert gate.state == "answered"
-
-
-async def test_an_error_event_after_the_answer_began_leaves_the_gate_open(
-    relay: UpstreamRelay, upstream: FakeUpstream
-) -> None:
-    """Overloaded after a 200: a failed call, which the CLI retries (it would without the relay)."""
-    base, gate = relay.register(upstream.url)
-    marker = f"m{uuid.uuid4().hex[:10]}"
-    gate.open()
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-        broken = await client.post("/v1/messages", json=ask(marker, "[[say:a b c d]] [[midstream_error]]"))
-        assert broken.status_code == 200 and "overloaded_error" in broken.text
-        assert gate.state == "open"
-        assert (await client.post("/v1/messages", json=ask(marker))).status_code == 200
-        assert gate.state == "answered" and len(calls_for(upstream, marker)) == 2
 
 
 async def test_an_answer_that_breaks_off_leaves_the_gate_open_and_the_cli_sees_the_break() -> None:
